@@ -1,0 +1,251 @@
+"""config.list: read it, apply command-line overrides, check every value, and resolve defaults.
+
+The original tool's keys keep their meaning. Keys it did not have default to a recipe that
+trains well on its own; `resolve` records every decision so a checkpoint can rebuild the run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from segtrain.errors import ConfigError
+
+# lr below this marks the original FCN recipe (loss summed over pixels, lr ~1e-10).
+SUM_LOSS_LR_THRESHOLD = 1e-6
+
+# key -> (default, one-line meaning). Defaults of None are resolved in `resolve`.
+KEYS: dict[str, tuple[Any, str]] = {
+    # The original tool's keys.
+    "max_iteration": (2000, "training iterations (one batch each)"),
+    "lr": (None, "SGD learning rate; absent = 0.01 with a mean loss and poly schedule"),
+    "momentum": (0.9, "SGD momentum"),
+    "weight_decay": (1e-4, "SGD weight decay"),
+    "interval_validate": (200, "validate (and checkpoint) every this many iterations"),
+    "batch_size": (4, "images per training batch"),
+    "backbone": ("resnet", "original key: backbone family (only 'resnet')"),
+    "fcn": (None, "original key: '50' or '101' (picks fcn_resnet50/101 when `model` is absent)"),
+    "output_dir": (None, "outputs go to ROOT/MODEL-<output_dir>; absent = the model name"),
+    "pretrained_net": ("", "checkpoint to start from, relative to ROOT ('' = none)"),
+    "n_workers": (2, "data-loading worker processes"),
+    "mode": ("train", "'train' (others arrive with evaluate/predict)"),
+    # segtrain's keys.
+    "model": (None, "registered model name; absent = from backbone+fcn, else fcn_resnet18"),
+    "image_size": (None, "training input size: int (square) or [H, W]; null = native size"),
+    "aux_loss": (False, "train with the auxiliary head (weight 0.5)"),
+    "loss_reduction": (None, "'sum' over pixels (original) or 'mean'; absent = by lr"),
+    "lr_schedule": (None, "'poly' or 'constant'; absent = constant for the original recipe, else poly"),
+    "seed": (0, "random seed; two runs of one config match on the CPU"),
+    "device": ("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'"),
+    "valid_fraction": (0.2, "share of train/ held out for validation when there is no valid/"),
+    "ignore_index": (None, "label value to ignore in loss and metrics (e.g. 255 or a void class)"),
+    "label_threshold": (None, "grey value above which a pixel is class 1 (two-class masks)"),
+    "pretrained_backbone": (None, "ImageNet backbone weights: true, false, or null = if available"),
+    "augment": (True, "random flips, scale-crop and colour jitter during training"),
+    "amp": (False, "mixed precision on CUDA (bf16 where supported)"),
+    "channels_last": (False, "channels_last memory format (faster on recent GPUs)"),
+    "log_interval": (20, "print a progress line every this many iterations"),
+    "max_visualizations": (9, "validation samples drawn in each visualization_viz tile"),
+}
+
+MODES = ("train",)
+LOSS_REDUCTIONS = ("sum", "mean")
+LR_SCHEDULES = ("poly", "constant")
+
+
+def _location(text: str, pos: int) -> str:
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return f"line {line}, column {column}"
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: config file not found. Create it (a JSON object such as "
+            '{"max_iteration": 1000}) or run without --config to use the defaults.'
+        )
+    text = path.read_text(encoding="utf-8-sig")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(
+            f"{path}: not valid JSON at {_location(text, e.pos)}: {e.msg}. "
+            "config.list must be one JSON object with double-quoted keys and no trailing commas."
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must hold a JSON object ({{...}}), found {type(data).__name__}.")
+    return data
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`--set key=value`: the value is JSON where it parses (numbers, true, null, [..]), else a string."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair!r}: expected key=value, e.g. --set lr=0.01")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
+def _check_known(raw: dict[str, Any], source: str) -> None:
+    for key in raw:
+        if key not in KEYS:
+            near = difflib.get_close_matches(key, list(KEYS), n=1)
+            hint = f" Did you mean {near[0]!r}?" if near else f" Known keys: {', '.join(KEYS)}."
+            raise ConfigError(f"{source}: unknown key {key!r}.{hint}")
+
+
+def _number(cfg, key, source, *, integer=False, minimum=None, exclusive=False):
+    value = cfg[key]
+    if integer and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)  # the original accepted "fcn": "101" style strings; be as lenient for ints
+    ok_type = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, ok_type) or (not integer and not math.isfinite(value)):
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"{source}: key {key!r} must be {kind}, got {value!r}.")
+    if minimum is not None and (value <= minimum if exclusive else value < minimum):
+        bound = f"greater than {minimum}" if exclusive else f"at least {minimum}"
+        raise ConfigError(f"{source}: key {key!r} must be {bound}, got {value!r}.")
+    cfg[key] = value
+
+
+def _choice(cfg, key, source, choices):
+    if cfg[key] not in choices:
+        raise ConfigError(
+            f"{source}: key {key!r} is {cfg[key]!r}; choose one of {', '.join(map(repr, choices))}."
+        )
+
+
+def _image_size(value, source):
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 8:
+        return [value, value]
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 8 for v in value)
+    ):
+        return list(value)
+    raise ConfigError(
+        f"{source}: key 'image_size' must be null, an integer >= 8 or [height, width], got {value!r}."
+    )
+
+
+def resolve(raw: dict[str, Any], source: str = "config.list") -> dict[str, Any]:
+    """Check every key and fill every default; the result holds only JSON-able built-ins."""
+    from segtrain.models import MODEL_NAMES  # the registry owns the list of names
+
+    _check_known(raw, source)
+    cfg = {key: default for key, (default, _) in KEYS.items()}
+    cfg.update(raw)
+
+    _number(cfg, "max_iteration", source, integer=True, minimum=1)
+    _number(cfg, "interval_validate", source, integer=True, minimum=1)
+    _number(cfg, "batch_size", source, integer=True, minimum=1)
+    _number(cfg, "n_workers", source, integer=True, minimum=0)
+    _number(cfg, "seed", source, integer=True, minimum=0)
+    _number(cfg, "log_interval", source, integer=True, minimum=1)
+    _number(cfg, "max_visualizations", source, integer=True, minimum=0)
+    _number(cfg, "momentum", source, minimum=0)
+    _number(cfg, "weight_decay", source, minimum=0)
+    _number(cfg, "valid_fraction", source, minimum=0, exclusive=True)
+    if cfg["valid_fraction"] >= 1:
+        raise ConfigError(f"{source}: key 'valid_fraction' must be below 1, got {cfg['valid_fraction']!r}.")
+    if cfg["lr"] is None:
+        cfg["lr"] = 0.01
+    _number(cfg, "lr", source, minimum=0, exclusive=True)
+    for key in ("aux_loss", "augment", "amp", "channels_last"):
+        if not isinstance(cfg[key], bool):
+            raise ConfigError(f"{source}: key {key!r} must be true or false, got {cfg[key]!r}.")
+    if cfg["pretrained_backbone"] not in (None, True, False):
+        raise ConfigError(f"{source}: key 'pretrained_backbone' must be true, false or null.")
+    for key in ("ignore_index", "label_threshold"):
+        if cfg[key] is not None:
+            _number(cfg, key, source, integer=True, minimum=0)
+            if cfg[key] > 255:
+                raise ConfigError(f"{source}: key {key!r} must be at most 255, got {cfg[key]!r}.")
+
+    _choice(cfg, "mode", source, MODES)
+    cfg["image_size"] = _image_size(cfg["image_size"], source)
+
+    if cfg["loss_reduction"] is None:
+        cfg["loss_reduction"] = "sum" if cfg["lr"] < SUM_LOSS_LR_THRESHOLD else "mean"
+    _choice(cfg, "loss_reduction", source, LOSS_REDUCTIONS)
+    if cfg["lr_schedule"] is None:
+        cfg["lr_schedule"] = "constant" if cfg["lr"] < SUM_LOSS_LR_THRESHOLD else "poly"
+    _choice(cfg, "lr_schedule", source, LR_SCHEDULES)
+
+    device = cfg["device"]
+    if not isinstance(device, str) or not (
+        device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
+    ):
+        raise ConfigError(f"{source}: key 'device' must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}.")
+
+    cfg["model"] = _model_name(cfg, source, MODEL_NAMES)
+    if cfg["output_dir"] in (None, ""):
+        cfg["output_dir"] = cfg["model"]
+    if not isinstance(cfg["output_dir"], str) or any(c in cfg["output_dir"] for c in "/\\") or cfg["output_dir"] in (".", ".."):
+        raise ConfigError(
+            f"{source}: key 'output_dir' must be a plain folder name (no slashes), got {cfg['output_dir']!r}."
+        )
+    if not isinstance(cfg["pretrained_net"], str):
+        raise ConfigError(f"{source}: key 'pretrained_net' must be a path string or \"\".")
+    return cfg
+
+
+def _model_name(cfg, source, names) -> str:
+    if cfg["model"] is not None:
+        if cfg["model"] not in names:
+            near = difflib.get_close_matches(str(cfg["model"]), names, n=1)
+            hint = f" Did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(
+                f"{source}: key 'model' is {cfg['model']!r}, which is not a known model.{hint} "
+                f"Known models: {', '.join(names)}."
+            )
+        return cfg["model"]
+    if cfg["backbone"] != "resnet":
+        raise ConfigError(
+            f"{source}: key 'backbone' is {cfg['backbone']!r}; the only backbone family is 'resnet'. "
+            "For other networks set 'model' instead (e.g. \"lraspp_mobilenet_v3_large\")."
+        )
+    if cfg["fcn"] is None:
+        return "fcn_resnet18"
+    depth = str(cfg["fcn"]).strip()
+    name = f"fcn_resnet{depth}"
+    if name not in names:
+        raise ConfigError(
+            f"{source}: key 'fcn' is {cfg['fcn']!r}; choose \"50\" or \"101\" "
+            "(or set 'model', e.g. \"fcn_resnet18\")."
+        )
+    return name
+
+
+def load_config(root: Path, config_path: Path | None, overrides: list[str] | None = None,
+                preset_defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The config of a run: preset defaults, under config_path (or ROOT/config.list when present),
+    under --set overrides."""
+    source = "defaults"
+    raw: dict[str, Any] = dict(preset_defaults or {})
+    path = config_path if config_path is not None else root / "config.list"
+    if config_path is not None or path.is_file():
+        raw.update(read_config_file(path))
+        source = str(path)
+    _check_known(raw, source)
+    extra = parse_overrides(overrides or [])
+    _check_known(extra, "--set")
+    raw.update(extra)
+    return resolve(raw, source if not extra else f"{source} (with --set)")
+
+
+def describe_keys() -> str:
+    return "\n".join(f"  {key:20s} default {default!r:10s} {meaning}" for key, (default, meaning) in KEYS.items())

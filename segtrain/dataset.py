@@ -1,0 +1,222 @@
+"""The user's folder: find image/label pairs, split off validation, and load samples.
+
+Layouts: ROOT/train/{images,labels} with optional ROOT/valid/{images,labels}, or the flat
+ROOT/{images,labels} that the original code read. Labels match images by exact file stem.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import tv_tensors
+
+from segtrain.classes import read_class_colors, read_class_names
+from segtrain.errors import DatasetError
+from segtrain.labels import LabelDecoder, detect_decoder, read_mask
+from segtrain.sampling import sample_seed
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+LABEL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class Pair:
+    image: Path
+    label: Path
+
+
+@dataclass
+class DataSpec:
+    """Everything known about a data root before any pixel is trained on."""
+
+    root: Path
+    layout: str
+    class_names: list[str]
+    class_colors: list[list[int]] | None
+    decoder: LabelDecoder
+    train: list[Pair]
+    valid: list[Pair]
+    valid_source: str
+    sizes: dict[str, set[tuple[int, int]]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """HxWx3 uint8; grey, palette and alpha images become RGB."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return np.array(img.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DatasetError(f"{path}: cannot read this image ({e}). Replace or remove the file.") from None
+
+
+def list_images(folder: Path, suffixes: set[str], notes: list[str]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    skipped = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.is_dir():
+            continue
+        if path.suffix.lower() not in suffixes:
+            skipped.append(path.name)
+            continue
+        if path.stem in found:
+            raise DatasetError(
+                f"{folder}: two files share the name {path.stem!r} ({found[path.stem].name}, {path.name}). "
+                "Rename one: images and labels are matched by file name without extension."
+            )
+        found[path.stem] = path
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+        notes.append(f"note: ignored {len(skipped)} unsupported file(s) in {folder}: {shown}")
+    return found
+
+
+def find_pairs(images_dir: Path, labels_dir: Path, notes: list[str]) -> list[Pair]:
+    for folder in (images_dir, labels_dir):
+        if not folder.is_dir():
+            raise DatasetError(
+                f"{folder}: folder not found. Put images in {images_dir} and their masks, "
+                f"with the same file names, in {labels_dir}."
+            )
+    images = list_images(images_dir, IMAGE_SUFFIXES, notes)
+    labels = list_images(labels_dir, LABEL_SUFFIXES, notes)
+    lonely_images = sorted(set(images) - set(labels))
+    lonely_labels = sorted(set(labels) - set(images))
+    if lonely_images or lonely_labels:
+        parts = []
+        if lonely_images:
+            parts.append(f"{len(lonely_images)} image(s) without a label in {labels_dir} (e.g. {', '.join(lonely_images[:3])})")
+        if lonely_labels:
+            parts.append(f"{len(lonely_labels)} label(s) without an image in {images_dir} (e.g. {', '.join(lonely_labels[:3])})")
+        raise DatasetError(
+            "; ".join(parts) + ". Every image needs a mask with the same file name (extension may differ)."
+        )
+    if not images:
+        raise DatasetError(f"{images_dir}: no images found (supported: {', '.join(sorted(IMAGE_SUFFIXES))}).")
+    return [Pair(images[stem], labels[stem]) for stem in sorted(images)]
+
+
+def check_sizes(pairs: list[Pair]) -> set[tuple[int, int]]:
+    """Image and mask sizes must agree; returns the (H, W) sizes seen. Reads file headers only."""
+    sizes = set()
+    for pair in pairs:
+        try:
+            with Image.open(pair.image) as img:
+                image_size = img.size
+            with Image.open(pair.label) as lab:
+                label_size = lab.size
+        except (OSError, ValueError) as e:
+            raise DatasetError(f"{pair.image} / {pair.label}: cannot read ({e}). Replace or remove the pair.") from None
+        if image_size != label_size:
+            raise DatasetError(
+                f"{pair.image.name}: image is {image_size[0]}x{image_size[1]} but its label {pair.label} is "
+                f"{label_size[0]}x{label_size[1]}. Masks must have the size of their images."
+            )
+        sizes.add((image_size[1], image_size[0]))
+    return sizes
+
+
+def holdout(pairs: list[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """A seeded split, so the same folder and seed always validate on the same images."""
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    n_valid = max(1, round(len(pairs) * fraction))
+    if n_valid >= len(pairs):
+        raise DatasetError(
+            f"only {len(pairs)} image(s): too few to hold out {fraction:.0%} for validation. "
+            "Add images or a valid/ folder (valid/images, valid/labels)."
+        )
+    valid_idx = set(order[:n_valid])
+    return [p for i, p in enumerate(pairs) if i not in valid_idx], [p for i, p in enumerate(pairs) if i in valid_idx]
+
+
+def inspect_root(root: Path, cfg: dict, class_names: list[str] | None = None) -> DataSpec:
+    """Find and check the data under ROOT (sizes from headers; mask encoding from a sample)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: data folder not found. Pass the folder that holds train/ and class_names.list.")
+    notes: list[str] = []
+    if (root / "train").is_dir():
+        layout = "train/ (+ valid/)"
+        train = find_pairs(root / "train" / "images", root / "train" / "labels", notes)
+    elif (root / "images").is_dir():
+        layout = "flat images/ + labels/"
+        train = find_pairs(root / "images", root / "labels", notes)
+    else:
+        raise DatasetError(
+            f"{root}: no train/images folder (nor the flat images/ + labels/ layout). "
+            "Put training images in ROOT/train/images and their masks in ROOT/train/labels."
+        )
+    if (root / "valid" / "images").is_dir() and layout.startswith("train"):
+        valid = find_pairs(root / "valid" / "images", root / "valid" / "labels", notes)
+        valid_source = f"{root / 'valid'}"
+    else:
+        train, valid = holdout(train, cfg["valid_fraction"], cfg["seed"])
+        valid_source = f"{cfg['valid_fraction']:.0%} of the training images held out (seed {cfg['seed']})"
+
+    names = class_names if class_names is not None else read_class_names(root / "class_names.list")
+    colors = read_class_colors(root / "class_colors.list", len(names))
+    decoder = detect_decoder(
+        [p.label for p in train + valid], names, colors, cfg["ignore_index"], cfg["label_threshold"]
+    )
+    sizes = {"train": check_sizes(train), "valid": check_sizes(valid)}
+    if cfg["image_size"] is None and len(sizes["train"]) > 1 and cfg["batch_size"] > 1:
+        shown = ", ".join(f"{w}x{h}" for h, w in sorted(sizes["train"])[:4])
+        raise DatasetError(
+            f"training images have different sizes ({shown}) and image_size is null (native size), so they "
+            'cannot be batched. Set "image_size" in config.list (e.g. 256) or "batch_size": 1.'
+        )
+    if cfg["batch_size"] > len(train):
+        raise DatasetError(
+            f"batch_size is {cfg['batch_size']} but there are only {len(train)} training images. "
+            f'Set "batch_size" to at most {len(train)} in config.list.'
+        )
+    return DataSpec(root, layout, names, colors, decoder, train, valid, valid_source, sizes, notes)
+
+
+class SegmentationDataset(torch.utils.data.Dataset):
+    """Decoded samples. Training samples are transformed together; evaluation samples keep the
+    label at native size (metrics are counted there) and carry their index."""
+
+    def __init__(self, pairs: list[Pair], decoder: LabelDecoder, transform, train: bool, seed: int = 0):
+        self.pairs = pairs
+        self.decoder = decoder
+        self.transform = transform
+        self.train = train
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        pair = self.pairs[index]
+        image = read_image(pair.image)
+        mask = self.decoder.decode(read_mask(pair.label), pair.label)
+        return image, mask
+
+    def __getitem__(self, key):
+        """Training keys are (epoch, index) from EpochBatchSampler; evaluation keys are indices."""
+        if not self.train:
+            image, mask = self.load(key)
+            image_t = tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))
+            return self.transform(image_t).as_subclass(torch.Tensor), torch.from_numpy(mask).long(), key
+        epoch, index = key
+        image, mask = self.load(index)
+        image_t = tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))
+        mask_t = tv_tensors.Mask(torch.from_numpy(mask))
+        # Augmentation drawn from the sample's own seed: the same in any worker, and after a resume.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, epoch, index))
+            image_t, mask_t = self.transform(image_t, mask_t)
+        return image_t.as_subclass(torch.Tensor), mask_t.as_subclass(torch.Tensor).long()
+
+
+def collate_eval(batch):
+    images, masks, indices = zip(*batch)
+    return torch.stack(images), list(masks), list(indices)

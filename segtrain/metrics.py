@@ -1,0 +1,52 @@
+"""One confusion matrix (rows truth, columns prediction); every number is derived from it."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def confusion_matrix(truth: torch.Tensor, pred: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Counts on truth's device, pixels whose truth is outside 0..n-1 (ignored) left out."""
+    truth = truth.reshape(-1).long()
+    pred = pred.reshape(-1).long()
+    keep = (truth >= 0) & (truth < n_classes)
+    return torch.bincount(n_classes * truth[keep] + pred[keep], minlength=n_classes**2).reshape(n_classes, n_classes)
+
+
+def scores(hist: torch.Tensor) -> dict:
+    """acc, acc_cls, mean_iu, fwavacc and per-class lists, as plain Python floats.
+
+    A class absent from the truth has NaN recall (skipped by acc_cls); its IoU is NaN only when it
+    is absent from the prediction too (skipped by mean_iu), else 0.
+    """
+    h = hist.detach().double().cpu()
+    diag = h.diag()
+    truth = h.sum(1)
+    predicted = h.sum(0)
+    total = h.sum()
+    nan = torch.tensor(float("nan"), dtype=torch.float64)
+    recall = torch.where(truth > 0, diag / truth.clamp(min=1), nan)
+    union = truth + predicted - diag
+    iou = torch.where(union > 0, diag / union.clamp(min=1), nan)
+    precision = torch.where(predicted > 0, diag / predicted.clamp(min=1), nan)
+    f1 = torch.where(truth + predicted > 0, 2 * diag / (truth + predicted).clamp(min=1), nan)
+    freq = truth / total if total > 0 else torch.zeros_like(truth)
+    present = truth > 0
+
+    def nanmean(x: torch.Tensor) -> float:
+        x = x[~torch.isnan(x)]
+        return float(x.mean()) if len(x) else math.nan
+
+    return {
+        "acc": float(diag.sum() / total) if total > 0 else math.nan,
+        "acc_cls": nanmean(recall),
+        "mean_iu": nanmean(iou),
+        "fwavacc": float((freq[present] * iou[present]).sum()) if total > 0 else math.nan,
+        "iu": [float(v) for v in iou],
+        "recall": [float(v) for v in recall],
+        "precision": [float(v) for v in precision],
+        "f1": [float(v) for v in f1],
+        "pixels": [int(v) for v in truth],
+    }

@@ -1,0 +1,40 @@
+"""Which transforms each split gets. Image and mask travel together through torchvision's v2
+transforms, which resize masks with nearest-neighbour and leave them out of colour changes."""
+
+from __future__ import annotations
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+# ImageNet statistics: the backbones' pretrained weights expect them, and they are stored in
+# checkpoints and exported models so every consumer normalises the same way.
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+def _to_float():
+    return [v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True), v2.Normalize(MEAN, STD)]
+
+
+def train_transform(image_size: list[int] | None, augment: bool) -> v2.Compose:
+    steps: list = []
+    if image_size is not None:
+        if augment:
+            # Scale-crop keeps the horizon-to-zenith structure of sky images while varying cloud size.
+            steps.append(v2.RandomResizedCrop(image_size, scale=(0.5, 1.0), ratio=(0.75, 1.333), antialias=True))
+        else:
+            steps.append(v2.Resize(image_size, antialias=True))
+    if augment:
+        steps += [
+            v2.RandomHorizontalFlip(),
+            v2.RandomVerticalFlip(),  # whole-sky and microscope images have no preferred up
+            v2.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.02),
+        ]
+    return v2.Compose(steps + _to_float())
+
+
+def eval_transform(image_size: list[int] | None) -> v2.Compose:
+    """Only the image is resized for inference; labels stay at native size for counting."""
+    steps: list = [v2.Resize(image_size, antialias=True)] if image_size is not None else []
+    return v2.Compose(steps + _to_float())

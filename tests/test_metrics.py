@@ -1,0 +1,41 @@
+import math
+
+import torch
+
+from segtrain.metrics import confusion_matrix, scores
+
+
+def test_confusion_matrix_counts_truth_rows_prediction_columns_and_skips_ignored():
+    truth = torch.tensor([[0, 0, 1], [1, 2, 255]])
+    pred = torch.tensor([[0, 1, 1], [2, 2, 0]])
+    hist = confusion_matrix(truth, pred, 3)
+    assert hist.tolist() == [[1, 1, 0], [0, 1, 1], [0, 0, 1]]
+
+
+def test_scores_match_hand_computed_values():
+    hist = torch.tensor([[3, 1, 0], [2, 4, 0], [0, 0, 0]])
+    # class 2 is absent from truth and prediction: NaN recall and IoU, skipped by the means
+    s = scores(hist)
+    assert s["acc"] == 7 / 10
+    assert math.isclose(s["acc_cls"], (3 / 4 + 4 / 6) / 2)
+    iou0, iou1 = 3 / (4 + 5 - 3), 4 / (6 + 5 - 4)
+    assert math.isclose(s["mean_iu"], (iou0 + iou1) / 2)
+    assert math.isclose(s["fwavacc"], 0.4 * iou0 + 0.6 * iou1)
+    assert math.isnan(s["iu"][2]) and math.isnan(s["recall"][2])
+    assert s["pixels"] == [4, 6, 0]
+    assert math.isclose(s["precision"][0], 3 / 5) and math.isclose(s["f1"][1], 2 * 4 / (6 + 5))
+
+
+def test_class_predicted_but_absent_from_truth_has_iou_zero_and_nan_recall():
+    hist = torch.tensor([[5, 1], [0, 0]])
+    s = scores(hist)
+    assert s["iu"][1] == 0.0
+    assert math.isnan(s["recall"][1])
+    assert math.isclose(s["acc_cls"], 5 / 6)
+    assert math.isclose(s["mean_iu"], (5 / 6 + 0) / 2)
+    assert math.isclose(s["fwavacc"], 1.0 * 5 / 6)
+
+
+def test_empty_matrix_gives_nan_not_an_exception():
+    s = scores(torch.zeros(2, 2, dtype=torch.long))
+    assert math.isnan(s["acc"]) and math.isnan(s["mean_iu"])
