@@ -45,6 +45,7 @@ KEYS: dict[str, tuple[Any, str]] = {
     "label_threshold": (None, "grey value above which a pixel is class 1 (two-class masks)"),
     "pretrained_backbone": (None, "ImageNet backbone weights: true, false, or null = if available"),
     "augment": (True, "random flips, scale-crop and colour jitter during training"),
+    "sync_bn": (False, "SyncBatchNorm across GPUs under torchrun (CUDA only)"),
     "amp": (False, "mixed precision on CUDA (bf16 where supported)"),
     "channels_last": (False, "channels_last memory format (faster on recent GPUs)"),
     "log_interval": (20, "print a progress line every this many iterations"),
@@ -164,7 +165,7 @@ def resolve(raw: dict[str, Any], source: str = "config.list") -> dict[str, Any]:
     if cfg["lr"] is None:
         cfg["lr"] = 0.01
     _number(cfg, "lr", source, minimum=0, exclusive=True)
-    for key in ("aux_loss", "augment", "amp", "channels_last"):
+    for key in ("aux_loss", "augment", "amp", "channels_last", "sync_bn"):
         if not isinstance(cfg[key], bool):
             raise ConfigError(f"{source}: key {key!r} must be true or false, got {cfg[key]!r}.")
     if cfg["pretrained_backbone"] not in (None, True, False):

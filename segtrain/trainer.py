@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from segtrain import __version__
+from segtrain import __version__, distributed
 from segtrain.checkpoint import load_weights, read_checkpoint, save_atomic
 from segtrain.classes import voc_colormap
 from segtrain.dataset import DataSpec, SegmentationDataset, collate_eval, inspect_root
@@ -29,7 +29,7 @@ from segtrain.labels import IGNORE
 from segtrain.logcsv import LogWriter
 from segtrain.metrics import confusion_matrix, scores
 from segtrain.models import build_model, resolve_backbone_weights
-from segtrain.sampling import EpochBatchSampler
+from segtrain.sampling import EpochBatchSampler, ShardedBatches
 from segtrain.transforms import MEAN, STD, eval_transform, train_transform
 from segtrain.visualize import write_visualization
 
@@ -89,12 +89,13 @@ class Setup:
     model: nn.Module
     device: torch.device
     colors: list[list[int]]
+    ctx: distributed.Context = distributed.Context()
 
 
 def checkpoint_payload(setup: Setup, cfg: dict, optimizer, scheduler, iteration: int, epoch: int,
                        best_mean_iu: float, valid_scores: dict | None, elapsed: float) -> dict:
     """Only tensors and built-ins, so `torch.load(weights_only=True)` reads it anywhere."""
-    model = setup.model.module if hasattr(setup.model, "module") else setup.model
+    model = distributed.unwrap(setup.model)
     return {
         "format_version": 1,
         "segtrain_version": __version__,
@@ -119,6 +120,10 @@ def checkpoint_payload(setup: Setup, cfg: dict, optimizer, scheduler, iteration:
 def build_for_training(root: Path, cfg: dict, class_names: list[str] | None = None, log=print) -> Setup:
     spec = inspect_root(root, cfg, class_names)
     device = select_device(cfg["device"], log)
+    ctx = distributed.init(device)
+    device = distributed.local_device(device, ctx)
+    if not ctx.is_main:
+        log = _silent
     pretrained = cfg["pretrained_net"]
     backbone_weights = None if pretrained else resolve_backbone_weights(cfg["model"], cfg["pretrained_backbone"], log)
     model = build_model(cfg["model"], len(spec.class_names), cfg["aux_loss"], backbone_weights)
@@ -131,23 +136,31 @@ def build_for_training(root: Path, cfg: dict, class_names: list[str] | None = No
     model.to(device)
     if cfg["channels_last"]:
         model.to(memory_format=torch.channels_last)
+    model = distributed.wrap(model, device, ctx, cfg["sync_bn"], log)
     colors = spec.class_colors or voc_colormap(len(spec.class_names))
-    return Setup(spec, model, device, colors)
+    return Setup(spec, model, device, colors, ctx)
 
 
-def make_loaders(spec: DataSpec, cfg: dict, device: torch.device, start_epoch=0, start_batch=0, rank=0, world=1):
+def _silent(*args, **kwargs) -> None:
+    """Progress and notes come from rank 0 only."""
+
+
+def make_loaders(spec: DataSpec, cfg: dict, device: torch.device, start_epoch=0, start_batch=0,
+                 ctx: distributed.Context = distributed.Context()):
     workers = cfg["n_workers"]
     train_set = SegmentationDataset(
         spec.train, spec.decoder, train_transform(cfg["image_size"], cfg["augment"]), train=True, seed=cfg["seed"]
     )
-    sampler = EpochBatchSampler(len(train_set), cfg["batch_size"], cfg["seed"], start_epoch, start_batch, rank, world)
+    sampler = EpochBatchSampler(len(train_set), cfg["batch_size"], cfg["seed"], start_epoch, start_batch,
+                                ctx.rank, ctx.world_size)
     pin = device.type == "cuda"
     train_loader = DataLoader(train_set, batch_sampler=sampler, num_workers=workers, pin_memory=pin,
                               persistent_workers=workers > 0)
     valid_set = SegmentationDataset(spec.valid, spec.decoder, eval_transform(cfg["image_size"]), train=False)
     # At native size, images of different sizes cannot share a batch.
     valid_batch = cfg["batch_size"] if cfg["image_size"] is not None or len(spec.sizes["valid"]) == 1 else 1
-    valid_loader = DataLoader(valid_set, batch_size=valid_batch, shuffle=False, num_workers=min(workers, 1),
+    valid_batches = ShardedBatches(len(valid_set), valid_batch, ctx.rank, ctx.world_size)
+    valid_loader = DataLoader(valid_set, batch_sampler=valid_batches, num_workers=min(workers, 1),
                               collate_fn=collate_eval, pin_memory=pin)
     return train_loader, sampler, valid_loader
 
@@ -173,8 +186,15 @@ def train_step(model, images, masks, criterion, optimizer, scheduler, scaler, cf
     return loss.detach(), hist
 
 
-def validate(model, loader, criterion, cfg, n_classes, device, collect: int):
-    """Whole-set confusion matrix at native label resolution; per-image loss averaged."""
+def validate(model, loader, criterion, cfg, n_classes, device, collect: int,
+             ctx: distributed.Context = distributed.Context()):
+    """Whole-set confusion matrix at native label resolution; per-image loss averaged.
+
+    Under torchrun each rank counts its share of the batches and the counts are summed, so the
+    numbers equal a single-process count of the same weights.
+    """
+    distributed.sync_buffers(model, ctx)
+    model = distributed.unwrap(model)  # no collectives inside: ranks may run different batch counts
     was_training = model.training
     model.eval()
     hist = torch.zeros(n_classes, n_classes, dtype=torch.long, device=device)
@@ -192,6 +212,9 @@ def validate(model, loader, criterion, cfg, n_classes, device, collect: int):
             if len(shown) < collect:
                 shown.append((index, pred.to(torch.uint8).cpu().numpy()))
     model.train(was_training)
+    distributed.all_reduce_sum(hist, ctx)
+    loss_sums = distributed.all_reduce_sum(torch.tensor([loss_total, loss_count], dtype=torch.float64, device=device), ctx)
+    loss_total, loss_count = float(loss_sums[0]), int(loss_sums[1])
     result = scores(hist)
     result["loss"] = loss_total / loss_count if loss_count else math.nan
     result["confusion_matrix"] = hist.cpu().tolist()
@@ -211,7 +234,9 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
     root = Path(root)
     seed_everything(cfg["seed"])
     setup = build_for_training(root, cfg, class_names, log)
-    spec, model, device = setup.spec, setup.model, setup.device
+    spec, model, device, ctx = setup.spec, setup.model, setup.device, setup.ctx
+    if not ctx.is_main:
+        log = _silent
     n_classes = len(spec.class_names)
     for note in spec.notes:
         log(note)
@@ -224,7 +249,10 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
     if cfg["n_workers"] > (os.cpu_count() or 1):
         log(f"note: n_workers {cfg['n_workers']} is more than this machine's {os.cpu_count()} CPUs; using {os.cpu_count()}.")
         cfg = {**cfg, "n_workers": os.cpu_count() or 1}
-    out_dir = output_folder(root, cfg["output_dir"], log)
+    if ctx.enabled:
+        log(f"distributed: {ctx.world_size} processes ({'NCCL' if device.type == 'cuda' else 'gloo'}); "
+            f"batch_size {cfg['batch_size']} per process, global batch {cfg['batch_size'] * ctx.world_size}")
+    out_dir = output_folder(root, cfg["output_dir"], log) if ctx.is_main else None
     log(f"outputs: {out_dir}")
 
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
@@ -234,9 +262,9 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
     fp16 = cfg["amp"] and device.type == "cuda" and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler(device.type, enabled=fp16)
     criterion = make_criterion(cfg)
-    train_loader, sampler, valid_loader = make_loaders(spec, cfg, device)
+    train_loader, sampler, valid_loader = make_loaders(spec, cfg, device, ctx=ctx)
     valid_set = valid_loader.dataset
-    writer = LogWriter(out_dir / "log.csv")
+    writer = LogWriter(out_dir / "log.csv") if ctx.is_main else None
 
     best_mean_iu = -math.inf
     start = time.perf_counter()
@@ -246,21 +274,24 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
     try:
         while True:
             if iteration % cfg["interval_validate"] == 0 or iteration == cfg["max_iteration"]:
-                result, shown = validate(model, valid_loader, criterion, cfg, n_classes, device, cfg["max_visualizations"])
-                writer.row("valid", epoch, iteration, result, time.perf_counter() - start)
+                result, shown = validate(model, valid_loader, criterion, cfg, n_classes, device,
+                                         cfg["max_visualizations"], ctx)
                 is_best = not math.isnan(result["mean_iu"]) and result["mean_iu"] > best_mean_iu
                 if is_best:
                     best_mean_iu = result["mean_iu"]
-                per_class = " ".join(f"{n} {v:.3f}" for n, v in zip(spec.class_names, result["iu"]))
-                log(f"valid @ {iteration}: mean_iu {result['mean_iu']:.4f} acc {result['acc']:.4f} "
-                    f"loss {result['loss']:.4g} | IoU {per_class}{'  (new best)' if is_best else ''}")
-                samples = [(valid_set.load(i)[0], valid_set.load(i)[1], pred) for i, pred in shown]
-                write_visualization(out_dir / "visualization_viz" / f"iter{iteration:012d}.jpg", samples, setup.colors)
-                payload = checkpoint_payload(setup, cfg, optimizer, scheduler, iteration, epoch, best_mean_iu,
-                                             result, time.perf_counter() - start)
-                save_atomic(payload, out_dir / "checkpoint.pth.tar")
-                if is_best:
-                    save_atomic(payload, out_dir / "model_best.pth.tar")
+                if ctx.is_main:
+                    writer.row("valid", epoch, iteration, result, time.perf_counter() - start)
+                    per_class = " ".join(f"{n} {v:.3f}" for n, v in zip(spec.class_names, result["iu"]))
+                    log(f"valid @ {iteration}: mean_iu {result['mean_iu']:.4f} acc {result['acc']:.4f} "
+                        f"loss {result['loss']:.4g} | IoU {per_class}{'  (new best)' if is_best else ''}")
+                    samples = [(valid_set.load(i)[0], valid_set.load(i)[1], pred) for i, pred in shown]
+                    write_visualization(out_dir / "visualization_viz" / f"iter{iteration:012d}.jpg", samples,
+                                        setup.colors)
+                    payload = checkpoint_payload(setup, cfg, optimizer, scheduler, iteration, epoch, best_mean_iu,
+                                                 result, time.perf_counter() - start)
+                    save_atomic(payload, out_dir / "checkpoint.pth.tar")
+                    if is_best:
+                        save_atomic(payload, out_dir / "model_best.pth.tar")
             if iteration >= cfg["max_iteration"]:
                 break
             batch = next(batches)
@@ -268,15 +299,19 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
             epoch = iteration // sampler.batches_per_epoch
             loss, hist = train_step(model, images, masks, criterion, optimizer, scheduler, scaler, cfg,
                                     device, n_classes)
+            if ctx.enabled:  # the row describes the global batch, summed over ranks
+                distributed.all_reduce_sum(hist, ctx)
+                loss = distributed.all_reduce_sum(loss.reshape(1).double(), ctx)[0] / ctx.world_size
             loss_value = float(loss)
             if not math.isfinite(loss_value):
                 raise TrainingError(
                     f"loss became {loss_value} at iteration {iteration} (lr {optimizer.param_groups[0]['lr']:g}). "
                     "Lower lr, or use \"loss_reduction\": \"mean\"; checkpoints written so far are intact."
                 )
-            row = scores(hist)
-            row["loss"] = loss_value
-            writer.row("train", epoch, iteration, row, time.perf_counter() - start)
+            if ctx.is_main:
+                row = scores(hist)
+                row["loss"] = loss_value
+                writer.row("train", epoch, iteration, row, time.perf_counter() - start)
             iteration += 1
             if iteration % cfg["log_interval"] == 0 or iteration == 1 or iteration == cfg["max_iteration"]:
                 now = time.perf_counter()
@@ -286,6 +321,9 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
                     f"lr {optimizer.param_groups[0]['lr']:.3g} | {speed:.1f} img/s | ETA {format_duration(eta)}")
                 last_print, last_print_it = now, iteration
     finally:
-        writer.close()
-    log(f"done: best valid mean_iu {best_mean_iu:.4f}; model in {out_dir / 'model_best.pth.tar'}")
+        if writer is not None:
+            writer.close()
+        distributed.shutdown(ctx)
+    if ctx.is_main:
+        log(f"done: best valid mean_iu {best_mean_iu:.4f}; model in {out_dir / 'model_best.pth.tar'}")
     return out_dir
