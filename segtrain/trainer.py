@@ -144,12 +144,16 @@ def make_loaders(spec: DataSpec, cfg: dict, device: torch.device, start_epoch=0,
     pin = device.type == "cuda"
     train_loader = DataLoader(train_set, batch_sampler=sampler, num_workers=workers, pin_memory=pin,
                               persistent_workers=workers > 0)
-    valid_set = SegmentationDataset(spec.valid, spec.decoder, eval_transform(cfg["image_size"]), train=False)
+    return train_loader, sampler, make_eval_loader(spec.valid, spec.decoder, spec.sizes["valid"], cfg, device)
+
+
+def make_eval_loader(pairs, decoder, sizes: set, cfg: dict, device: torch.device) -> DataLoader:
+    """Validation's loader; evaluate uses it too, so both batch the same images the same way."""
+    dataset = SegmentationDataset(pairs, decoder, eval_transform(cfg["image_size"]), train=False)
     # At native size, images of different sizes cannot share a batch.
-    valid_batch = cfg["batch_size"] if cfg["image_size"] is not None or len(spec.sizes["valid"]) == 1 else 1
-    valid_loader = DataLoader(valid_set, batch_size=valid_batch, shuffle=False, num_workers=min(workers, 1),
-                              collate_fn=collate_eval, pin_memory=pin)
-    return train_loader, sampler, valid_loader
+    batch = cfg["batch_size"] if cfg["image_size"] is not None or len(sizes) == 1 else 1
+    return DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=min(cfg["n_workers"], 1),
+                      collate_fn=collate_eval, pin_memory=device.type == "cuda")
 
 
 def train_step(model, images, masks, criterion, optimizer, scheduler, scaler, cfg, device, n_classes):
