@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from segtrain.dataset import eval_input
 from segtrain.errors import SegtrainError
 from segtrain.images import IMAGE_SUFFIXES, read_image
 from segtrain.onnx_predictor import METADATA_KEY
 from segtrain.trained import TrainedModel, load_trained
 from segtrain.transforms import eval_transform
-from segtrain.dataset import eval_input
 
 MIN_AGREEMENT = 0.999
 FORMATS = ("onnx", "torchscript")

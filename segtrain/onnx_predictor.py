@@ -44,7 +44,9 @@ class OnnxPredictor:
         import onnxruntime as ort
 
         try:
-            self.session = ort.InferenceSession(str(path), providers=ort.get_available_providers())
+            # CUDA when this onnxruntime build has it; other providers need per-model setup
+            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+            self.session = ort.InferenceSession(str(path), providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types for unreadable files
             raise CheckpointError(f"{path}: onnxruntime cannot load this file ({str(e).splitlines()[0]}). "
                                   "Export it again with segtrain export --format onnx.") from None
