@@ -33,6 +33,22 @@ config.list keys (JSON object; all optional):
 """ + describe_keys()
 
 
+EPILOG_EVALUATE = """examples:
+  segtrain evaluate ~/clouds --checkpoint ~/clouds/MODEL-fcn_resnet18/model_best.pth.tar
+  segtrain evaluate ~/clouds --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --split test --json test.json
+"""
+
+EPILOG_PREDICT = """examples:
+  segtrain predict sky.jpg --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --out masks
+  segtrain predict ~/new_images --checkpoint model.onnx --out masks --overlay --tile 512
+"""
+
+EPILOG_EXPORT = """examples:
+  segtrain export --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --format onnx --out cloud.onnx
+  segtrain export --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --format torchscript --out cloud.pt
+"""
+
+
 def _train_command(root: Path, config: Path | None, overrides: list[str], image_type: str) -> int:
     from segtrain.presets import preset
     from segtrain.trainer import train
@@ -42,10 +58,47 @@ def _train_command(root: Path, config: Path | None, overrides: list[str], image_
     if cfg_path is not None and not cfg_path.is_absolute() and not cfg_path.exists():
         cfg_path = root / cfg_path  # the original container looked config.list up in the data folder
     cfg = load_config(root, cfg_path, overrides, preset_defaults)
+    if cfg["mode"] == "test":
+        from segtrain.testmode import run_test
+
+        run_test(root, cfg)
+        return 0
     if class_names is not None and (root / "class_names.list").is_file():
         class_names = None  # the folder's own list wins over the preset's
     train(root, cfg, class_names=class_names)
     return 0
+
+
+def _evaluate_command(args) -> int:
+    from segtrain.evaluate import evaluate, format_table, write_json
+
+    checkpoint = args.checkpoint
+    if not checkpoint.exists() and not checkpoint.is_absolute() and (args.root / checkpoint).exists():
+        checkpoint = args.root / checkpoint
+    numbers = evaluate(args.root, checkpoint, args.split, args.device)
+    print(format_table(numbers))
+    if args.json is not None:
+        write_json(numbers, args.json)
+        print(f"numbers written to {args.json}")
+    return 0
+
+
+def _predict_command(args) -> int:
+    from segtrain.predict import predict
+
+    predict(args.input, args.checkpoint, args.out, overlay_jpeg=args.overlay, tile=args.tile, overlap=args.overlap,
+            recursive=args.recursive, batch_size=args.batch_size, device=args.device)
+    return 0
+
+
+def _export_command(args) -> int:
+    from segtrain.export import export
+
+    export(args.checkpoint, args.format, args.out, args.size, args.verify_on)
+    return 0
+
+
+COMMANDS = {"evaluate": _evaluate_command, "predict": _predict_command, "export": _export_command}
 
 
 def default_data_root() -> Path:
@@ -75,6 +128,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (value parsed as JSON where it parses); repeatable")
     p.add_argument("--image_type", "--image-type", default="auto", help="dataset preset: auto or waggle_cloud")
+
+    p = sub.add_parser("evaluate", help="score a trained model on labelled images", epilog=EPILOG_EVALUATE,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("root", type=Path, help="data folder (as for train)")
+    p.add_argument("--checkpoint", type=Path, required=True, help="model_best.pth.tar or checkpoint.pth.tar of a run")
+    p.add_argument("--split", default="valid",
+                   help="'valid' (default: the images validation used), 'train', or a folder with images/ and labels/")
+    p.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
+    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+    p = sub.add_parser("predict", help="write class masks (and overlays, class fractions) for images",
+                       epilog=EPILOG_PREDICT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", type=Path, help="an image or a folder of images")
+    p.add_argument("--checkpoint", type=Path, required=True, help="a segtrain checkpoint or an exported .onnx file")
+    p.add_argument("--out", type=Path, required=True, help="output folder: NAME.png masks and summary.csv")
+    p.add_argument("--overlay", action="store_true", help="also write NAME_overlay.jpg, the classes over the image")
+    p.add_argument("--tile", type=int, help="sliding-window inference with tiles of this many pixels (model input)")
+    p.add_argument("--overlap", type=int, help="tile overlap in pixels (default: a quarter of --tile)")
+    p.add_argument("--recursive", action="store_true", help="also predict images in subfolders")
+    p.add_argument("--batch-size", type=int, help="images per batch (default: the training batch size)")
+    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N' (checkpoints only)")
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript for edge devices",
+                       epilog=EPILOG_EXPORT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", type=Path, required=True, help="model_best.pth.tar or checkpoint.pth.tar of a run")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    p.add_argument("--out", type=Path, required=True, help="file to write (.onnx or .pt)")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="example input size (default: the training image_size)")
+    p.add_argument("--verify-on", type=Path, help="images (file or folder) to verify on besides random inputs "
+                   "(default: synthetic sky images)")
 
     p = sub.add_parser("demo", help="make a small synthetic sky/cloud folder and train on it (a few minutes on a CPU)",
                        epilog="example:\n  segtrain demo ./demo   # then open ./demo/MODEL-demo/",
@@ -108,6 +192,8 @@ def run(argv: list[str]) -> int:
         return 2
     if args.command == "train":
         return _train_command(args.root, args.config, args.overrides, args.image_type)
+    if args.command in COMMANDS:
+        return COMMANDS[args.command](args)
     if args.command == "demo":
         from segtrain.synthetic import write_sky_folder
 

@@ -31,7 +31,7 @@ KEYS: dict[str, tuple[Any, str]] = {
     "output_dir": (None, "outputs go to ROOT/MODEL-<output_dir>; absent = the model name"),
     "pretrained_net": ("", "checkpoint to start from, relative to ROOT ('' = none)"),
     "n_workers": (2, "data-loading worker processes"),
-    "mode": ("train", "'train' (others arrive with evaluate/predict)"),
+    "mode": ("train", "'train', or 'test': predict (and score) ROOT/test with pretrained_net"),
     # segtrain's keys.
     "model": (None, "registered model name; absent = from backbone+fcn, else fcn_resnet18"),
     "image_size": (None, "training input size: int (square) or [H, W]; null = native size"),
@@ -52,7 +52,7 @@ KEYS: dict[str, tuple[Any, str]] = {
     "max_visualizations": (9, "validation samples drawn in each visualization_viz tile"),
 }
 
-MODES = ("train",)
+MODES = ("train", "test")
 LOSS_REDUCTIONS = ("sum", "mean")
 LR_SCHEDULES = ("poly", "constant")
 

@@ -17,10 +17,10 @@ from torchvision import tv_tensors
 
 from segtrain.classes import read_class_colors, read_class_names
 from segtrain.errors import DatasetError
+from segtrain.images import IMAGE_SUFFIXES, list_images, read_image
 from segtrain.labels import LabelDecoder, detect_decoder, read_mask
 from segtrain.sampling import sample_seed
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 LABEL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
@@ -44,37 +44,6 @@ class DataSpec:
     valid_source: str
     sizes: dict[str, set[tuple[int, int]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-
-
-def read_image(path: Path) -> np.ndarray:
-    """HxWx3 uint8; grey, palette and alpha images become RGB."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return np.array(img.convert("RGB"))
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise DatasetError(f"{path}: cannot read this image ({e}). Replace or remove the file.") from None
-
-
-def list_images(folder: Path, suffixes: set[str], notes: list[str]) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    skipped = []
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.is_dir():
-            continue
-        if path.suffix.lower() not in suffixes:
-            skipped.append(path.name)
-            continue
-        if path.stem in found:
-            raise DatasetError(
-                f"{folder}: two files share the name {path.stem!r} ({found[path.stem].name}, {path.name}). "
-                "Rename one: images and labels are matched by file name without extension."
-            )
-        found[path.stem] = path
-    if skipped:
-        shown = ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "")
-        notes.append(f"note: ignored {len(skipped)} unsupported file(s) in {folder}: {shown}")
-    return found
 
 
 def find_pairs(images_dir: Path, labels_dir: Path, notes: list[str]) -> list[Pair]:
@@ -180,6 +149,11 @@ def inspect_root(root: Path, cfg: dict, class_names: list[str] | None = None) ->
     return DataSpec(root, layout, names, colors, decoder, train, valid, valid_source, sizes, notes)
 
 
+def eval_input(image: np.ndarray, transform) -> torch.Tensor:
+    """An HxWx3 uint8 image as the model's (3, h, w) input; validation, evaluate and predict share it."""
+    return transform(tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))).as_subclass(torch.Tensor)
+
+
 class SegmentationDataset(torch.utils.data.Dataset):
     """Decoded samples. Training samples are transformed together; evaluation samples keep the
     label at native size (metrics are counted there) and carry their index."""
@@ -204,8 +178,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         """Training keys are (epoch, index) from EpochBatchSampler; evaluation keys are indices."""
         if not self.train:
             image, mask = self.load(key)
-            image_t = tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))
-            return self.transform(image_t).as_subclass(torch.Tensor), torch.from_numpy(mask).long(), key
+            return eval_input(image, self.transform), torch.from_numpy(mask).long(), key
         epoch, index = key
         image, mask = self.load(index)
         image_t = tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))

@@ -9,6 +9,8 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from segtrain.tiling import sliding_window
+
 
 def autocast(device: torch.device, enabled: bool):
     """bf16 autocast on CUDA when asked (fp16 where bf16 is missing); the CPU runs fp32."""
@@ -18,18 +20,36 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast("cuda", dtype=dtype)
 
 
-def native_logits(model, images: torch.Tensor, sizes: list[tuple[int, int]], amp: bool = False,
-                  channels_last: bool = False) -> list[torch.Tensor]:
-    """Per image, float32 logits (C, H, W) at its native size. The caller sets eval mode."""
-    device = next(model.parameters()).device
-    images = images.to(device, non_blocking=True)
+def model_logits(model, images: torch.Tensor, amp: bool = False, channels_last: bool = False) -> torch.Tensor:
+    """float32 logits (N, C, h, w) at the input's size; `images` already on the model's device."""
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), autocast(device, amp):
-        logits = model(images)["out"]
+    with torch.inference_mode(), autocast(images.device, amp):
+        return model(images)["out"].float()
+
+
+def native_logits(model, images: torch.Tensor, sizes: list[tuple[int, int]], amp: bool = False,
+                  channels_last: bool = False, tile: int | None = None, overlap: int = 0) -> list[torch.Tensor]:
+    """Per image, float32 logits (C, H, W) at its native size. The caller sets eval mode.
+
+    With `tile`, each image is run as overlapping tile x tile windows (see segtrain.tiling),
+    batched as many at a time as there are images in `images`.
+    """
+    device = next(model.parameters()).device
+    images = images.to(device, non_blocking=True)
+    if tile is None:
+        logits = model_logits(model, images, amp, channels_last)
+    else:
+        def forward(crops):
+            return model_logits(model, torch.stack(crops), amp, channels_last)
+
+        def zeros(shape):
+            return torch.zeros(shape, device=device)
+
+        logits = [sliding_window(forward, image, tile, overlap, len(images), zeros) for image in images]
     out = []
-    for i, size in enumerate(sizes):
-        one = logits[i : i + 1].float()
+    for one, size in zip(logits, sizes):
+        one = one[None]
         if tuple(one.shape[-2:]) != tuple(size):
             one = F.interpolate(one, size=tuple(size), mode="bilinear", align_corners=False)
         out.append(one[0])

@@ -156,13 +156,17 @@ def make_loaders(spec: DataSpec, cfg: dict, device: torch.device, start_epoch=0,
     pin = device.type == "cuda"
     train_loader = DataLoader(train_set, batch_sampler=sampler, num_workers=workers, pin_memory=pin,
                               persistent_workers=workers > 0)
-    valid_set = SegmentationDataset(spec.valid, spec.decoder, eval_transform(cfg["image_size"]), train=False)
+    return train_loader, sampler, make_eval_loader(spec.valid, spec.decoder, spec.sizes["valid"], cfg, device, ctx)
+
+
+def make_eval_loader(pairs, decoder, sizes: set, cfg: dict, device: torch.device,
+                     ctx: distributed.Context = distributed.Context()) -> DataLoader:
+    """Validation's loader; evaluate uses it too, so both batch the same images the same way."""
+    dataset = SegmentationDataset(pairs, decoder, eval_transform(cfg["image_size"]), train=False)
     # At native size, images of different sizes cannot share a batch.
-    valid_batch = cfg["batch_size"] if cfg["image_size"] is not None or len(spec.sizes["valid"]) == 1 else 1
-    valid_batches = ShardedBatches(len(valid_set), valid_batch, ctx.rank, ctx.world_size)
-    valid_loader = DataLoader(valid_set, batch_sampler=valid_batches, num_workers=min(workers, 1),
-                              collate_fn=collate_eval, pin_memory=pin)
-    return train_loader, sampler, valid_loader
+    batch = cfg["batch_size"] if cfg["image_size"] is not None or len(sizes) == 1 else 1
+    return DataLoader(dataset, batch_sampler=ShardedBatches(len(dataset), batch, ctx.rank, ctx.world_size),
+                      num_workers=min(cfg["n_workers"], 1), collate_fn=collate_eval, pin_memory=device.type == "cuda")
 
 
 def train_step(model, images, masks, criterion, optimizer, scheduler, scaler, cfg, device, n_classes):

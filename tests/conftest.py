@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -50,3 +51,51 @@ def run_cli(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
 
 def write_config(root: Path, **cfg) -> None:
     (root / "config.list").write_text(json.dumps(cfg, indent=2))
+
+
+def write_mixed_split(folder: Path, sizes, seed: int = 1) -> None:
+    """images/ + labels/ (0/255 masks) of synthetic sky images with the given (H, W) sizes."""
+    from PIL import Image
+
+    from segtrain.synthetic import sky_sample
+
+    rng = np.random.default_rng(seed)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "labels").mkdir(parents=True, exist_ok=True)
+    for k, (h, w) in enumerate(sizes):
+        image, mask = sky_sample(rng, max(h, w))
+        Image.fromarray(image[:h, :w]).save(folder / "images" / f"mixed{k:02d}.png")
+        Image.fromarray(mask[:h, :w] * 255).save(folder / "labels" / f"mixed{k:02d}.png")
+
+
+VALID_SIZES = [(32, 32), (40, 48), (48, 40), (37, 53), (64, 64)]
+
+
+@pytest.fixture(scope="session")
+def trained_root(tmp_path_factory) -> Path:
+    """A folder with a tiny fcn_resnet18 trained by `segtrain train` (32 px input) in MODEL-tiny,
+    and validation images of mixed native sizes (so inference resizes in and out)."""
+    from segtrain.cli import main
+
+    root = write_sky_folder(tmp_path_factory.mktemp("trained") / "data", n_train=12, n_valid=0, size=32,
+                            config=tiny_config(max_iteration=8, interval_validate=4))
+    write_mixed_split(root / "valid", VALID_SIZES)
+    assert main(["train", str(root)]) == 0
+    return root
+
+
+def save_fresh_checkpoint(path: Path, model: str, image_size=32, class_names=("sky", "cloud"), seed=0) -> Path:
+    """An untrained model saved in segtrain's checkpoint format (what export and predict read)."""
+    from segtrain.checkpoint import save_atomic
+    from segtrain.classes import voc_colormap
+    from segtrain.config import resolve
+    from segtrain.models import build_model
+    from segtrain.transforms import MEAN, STD
+
+    torch.manual_seed(seed)
+    cfg = resolve({"model": model, "image_size": image_size, "batch_size": 2, "pretrained_backbone": False})
+    net = build_model(model, len(class_names))
+    save_atomic({"arch": model, "model_state_dict": net.state_dict(), "config": cfg, "class_names": list(class_names),
+                 "class_colors": voc_colormap(len(class_names)), "normalization": {"mean": list(MEAN), "std": list(STD)}},
+                path)
+    return path

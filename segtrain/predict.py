@@ -1,0 +1,156 @@
+"""predict: images in; per image an index mask (palette PNG at native size), optionally a colour
+overlay JPEG, and one summary.csv row of class fractions out.
+
+The model is a segtrain checkpoint (PyTorch) or an exported .onnx file (onnxruntime only; this
+module imports torch only for checkpoints, so a node without PyTorch can predict).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from segtrain.errors import ConfigError, DatasetError
+from segtrain.images import IMAGE_SUFFIXES, list_images, read_image
+from segtrain.visualize import colorize, overlay
+
+PROGRESS_SECONDS = 5.0
+
+
+def open_predictor(model_path: Path, device: str = "auto", tile: int | None = None, overlap: int | None = None,
+                   log=print):
+    """A predictor with class_names, class_colors, image_size, batch_size and masks(images)."""
+    if tile is not None and tile < 8:
+        raise ConfigError(f"--tile {tile}: a tile must be at least 8 pixels (e.g. --tile 512).")
+    overlap = tile // 4 if tile is not None and overlap is None else (overlap or 0)
+    if tile is not None and not 0 <= overlap < tile:
+        raise ConfigError(f"--overlap {overlap}: must be at least 0 and smaller than --tile {tile}.")
+    if Path(model_path).suffix.lower() == ".onnx":
+        from segtrain.onnx_predictor import OnnxPredictor
+
+        if not Path(model_path).is_file():
+            raise ConfigError(f"{model_path}: ONNX file not found. Check the --checkpoint path.")
+        return OnnxPredictor(Path(model_path), tile, overlap)
+    from segtrain.trained import TorchPredictor, load_trained
+
+    return TorchPredictor(load_trained(Path(model_path), device, log), tile, overlap)
+
+
+def find_inputs(source: Path, recursive: bool, notes: list[str]) -> list[tuple[Path, Path]]:
+    """(image, its path relative to `source`) for every image; outputs keep that relative path."""
+    source = Path(source)
+    if source.is_file():
+        return [(source, Path(source.name))]
+    if not source.is_dir():
+        raise DatasetError(f"{source}: no such image or folder. Pass an image file or a folder of images.")
+    folders = [source] + (sorted(p for p in source.rglob("*") if p.is_dir() and not p.name.startswith("."))
+                          if recursive else [])
+    found = []
+    for folder in folders:
+        found += [(path, path.relative_to(source)) for path in list_images(folder, IMAGE_SUFFIXES, notes).values()]
+    if not found:
+        raise DatasetError(f"{source}: no images found (supported: {', '.join(sorted(IMAGE_SUFFIXES))})"
+                           + ("" if recursive else "; add --recursive to look in subfolders") + ".")
+    return found
+
+
+def mask_path(out_dir: Path, rel: Path) -> Path:
+    return out_dir / rel.parent / f"{rel.stem}.png"
+
+
+def write_atomic(path: Path, write) -> None:
+    """write(binary file), to a temp file renamed into place: an interrupted run leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def mask_image(mask: np.ndarray, colors: list[list[int]]) -> Image.Image:
+    """Mode P: pixel values are class indices, the palette shows them in the class colours."""
+    image = Image.fromarray(mask)
+    image.putpalette([v for color in colors for v in color])
+    return image
+
+
+def class_fractions(mask: np.ndarray, n_classes: int) -> list[float]:
+    """Share of pixels whose argmax is each class: the edge plugins' cloud cover for `cloud`."""
+    return [float(v) for v in np.bincount(mask.ravel(), minlength=n_classes)[:n_classes] / mask.size]
+
+
+def write_summary(path: Path, rows: list[list], class_names: list[str]) -> None:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["image", "width", "height"] + [f"{name}_fraction" for name in class_names])
+    writer.writerows(rows)
+    write_atomic(path, lambda f: f.write(text.getvalue().encode("utf-8")))
+
+
+def predict(source: Path, model_path: Path, out_dir: Path, overlay_jpeg: bool = False, tile: int | None = None,
+            overlap: int | None = None, recursive: bool = False, batch_size: int | None = None,
+            device: str = "auto", log=print) -> Path:
+    """Predict every image of `source` into out_dir; returns the summary.csv path."""
+    out_dir = Path(out_dir)
+    notes: list[str] = []
+    inputs = find_inputs(source, recursive, notes)
+    for note in notes:
+        log(note)
+    clashes = {image.resolve() for image, _ in inputs} & {mask_path(out_dir, rel).resolve() for _, rel in inputs}
+    if clashes:
+        raise ConfigError(f"--out {out_dir}: predicting would overwrite input image {sorted(clashes)[0]}. "
+                          "Write the masks to another folder.")
+    predictor = open_predictor(model_path, device, tile, overlap, log)
+    batch_size = batch_size or predictor.batch_size
+    names, colors = predictor.class_names, predictor.class_colors
+    out_dir.mkdir(parents=True, exist_ok=True)
+    size_text = "native size" if predictor.image_size is None else "x".join(map(str, predictor.image_size))
+    log(f"predict: {len(inputs)} image(s) with {model_path} (classes {', '.join(names)}; model input {size_text}"
+        + (f"; tiles {tile} px" if tile else "") + f") into {out_dir}")
+
+    rows: list[list] = []
+    start = last = time.perf_counter()
+    pending: list[tuple[Path, np.ndarray]] = []
+
+    def flush():
+        nonlocal last
+        masks = predictor.masks([image for _, image in pending])
+        for (rel, image), mask in zip(pending, masks):
+            write_atomic(mask_path(out_dir, rel), lambda f: mask_image(mask, colors).save(f, format="PNG"))
+            if overlay_jpeg:
+                blended = Image.fromarray(overlay(image, colorize(mask, colors)))
+                write_atomic(out_dir / rel.parent / f"{rel.stem}_overlay.jpg",
+                             lambda f: blended.save(f, format="JPEG", quality=90))
+            rows.append([rel.as_posix(), mask.shape[1], mask.shape[0]]
+                        + class_fractions(mask, len(names)))
+        pending.clear()
+        now = time.perf_counter()
+        if now - last >= PROGRESS_SECONDS or len(rows) == len(inputs):
+            log(f"predict: {len(rows)}/{len(inputs)} images ({len(rows) / max(now - start, 1e-9):.1f} img/s)")
+            last = now
+
+    def input_shape(image):
+        return tuple(predictor.image_size) if predictor.image_size is not None else image.shape[:2]
+
+    for path, rel in inputs:
+        image = read_image(path)
+        if pending and (len(pending) >= batch_size or input_shape(pending[0][1]) != input_shape(image)):
+            flush()
+        pending.append((rel, image))
+    flush()
+    summary = out_dir / "summary.csv"
+    write_summary(summary, rows, names)
+    log(f"predict: masks in {out_dir}, class fractions in {summary}")
+    return summary

@@ -1,0 +1,108 @@
+"""A trained model rebuilt from its checkpoint alone, for evaluate, predict and export.
+
+`segtrain train` stores the architecture, the resolved config (image size, batch size, amp,
+channels_last, ...), class names and colours and the input normalisation next to the weights, so
+no data folder or config.list is needed to use the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from segtrain import __version__
+from segtrain.checkpoint import read_checkpoint
+from segtrain.classes import voc_colormap
+from segtrain.config import KEYS
+from segtrain.dataset import eval_input
+from segtrain.errors import CheckpointError
+from segtrain.inference import native_logits
+from segtrain.models import REGISTRY, build_model
+from segtrain.trainer import select_device
+from segtrain.transforms import MEAN, STD, eval_transform
+
+
+@dataclass
+class TrainedModel:
+    model: nn.Module  # in eval mode, on `device`
+    arch: str
+    class_names: list[str]
+    class_colors: list[list[int]]
+    normalization: dict
+    config: dict
+    device: torch.device
+    source: Path
+
+    @property
+    def image_size(self) -> list[int] | None:
+        return self.config["image_size"]
+
+    def metadata(self) -> dict:
+        """What a consumer of an exported model needs: embedded in ONNX and TorchScript files."""
+        return {
+            "format": "segtrain-segmentation-v1",
+            "segtrain_version": __version__,
+            "arch": self.arch,
+            "class_names": list(self.class_names),
+            "class_colors": [list(c) for c in self.class_colors],
+            "mean": list(self.normalization["mean"]),
+            "std": list(self.normalization["std"]),
+            "image_size": self.image_size,
+            "batch_size": self.config["batch_size"],
+            "input": "float32 NCHW RGB: pixel/255, minus mean, divided by std; resized to image_size "
+                     "(bilinear, antialiased) unless image_size is null",
+            "output": "float32 logits NCHW at the input's size; resize bilinearly to the image's size, then argmax",
+        }
+
+
+def load_trained(path: Path, device: str = "auto", log=print) -> TrainedModel:
+    """The model of a checkpoint written by `segtrain train`; every weight must fit."""
+    path = Path(path)
+    ckpt = read_checkpoint(path)
+    arch, names, cfg = ckpt.get("arch"), ckpt.get("class_names"), ckpt.get("config")
+    if arch not in REGISTRY or not names or not isinstance(cfg, dict):
+        raise CheckpointError(
+            f"{path}: does not say which model and classes it holds (not written by segtrain train). "
+            "Use a MODEL-*/model_best.pth.tar or checkpoint.pth.tar of a segtrain run, or train from this "
+            "file with \"pretrained_net\"."
+        )
+    cfg = {**{key: default for key, (default, _) in KEYS.items()}, **cfg}
+    model = build_model(arch, len(names), cfg["aux_loss"])
+    try:
+        model.load_state_dict(ckpt["model_state_dict"], strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[1].strip() if "\n" in str(e) else str(e)
+        raise CheckpointError(f"{path}: its weights do not fit {arch} with {len(names)} classes ({first}). "
+                              "The file is damaged or was edited; use the run's checkpoint as written.") from None
+    target = select_device(device, log)
+    model.to(target).eval()
+    if cfg["channels_last"]:
+        model.to(memory_format=torch.channels_last)
+    colors = ckpt.get("class_colors") or voc_colormap(len(names))
+    normalization = ckpt.get("normalization") or {"mean": list(MEAN), "std": list(STD)}
+    return TrainedModel(model, arch, list(names), [list(c) for c in colors], normalization, cfg, target, path)
+
+
+class TorchPredictor:
+    """Masks from images with a checkpoint, through validation's own inference routine."""
+
+    def __init__(self, trained: TrainedModel, tile: int | None = None, overlap: int = 0):
+        self.trained = trained
+        self.class_names = trained.class_names
+        self.class_colors = trained.class_colors
+        self.image_size = trained.image_size
+        self.batch_size = trained.config["batch_size"]
+        self.tile, self.overlap = tile, overlap
+        self.transform = eval_transform(trained.image_size)
+
+    def masks(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """HxW uint8 class indices per HxWx3 uint8 image; the images share one model-input shape."""
+        cfg = self.trained.config
+        batch = torch.stack([eval_input(image, self.transform) for image in images])
+        logits = native_logits(self.trained.model, batch, [image.shape[:2] for image in images], cfg["amp"],
+                               cfg["channels_last"], self.tile, self.overlap)
+        return [one.argmax(0).to(torch.uint8).cpu().numpy() for one in logits]
