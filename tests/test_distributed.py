@@ -9,12 +9,9 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from segtrain.checkpoint import load_weights, read_checkpoint
-from segtrain.dataset import inspect_root
-from segtrain.models import build_model
+from segtrain.evaluate import evaluate
 from segtrain.sampling import EpochBatchSampler, ShardedBatches
 from segtrain.synthetic import write_sky_folder
-from segtrain.trainer import make_criterion, make_loaders, validate
 
 
 def torchrun(*args, nproc=2, timeout=300):
@@ -23,22 +20,14 @@ def torchrun(*args, nproc=2, timeout=300):
                            "-m", "segtrain", *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout)
 
 
-def single_process_validation(root, ckpt_path):
-    """The same weights counted by one process over the whole validation set."""
-    ckpt = read_checkpoint(ckpt_path)
-    cfg = ckpt["config"]
-    spec = inspect_root(root, cfg)
-    model = build_model(cfg["model"], len(spec.class_names), cfg["aux_loss"])
-    load_weights(model, ckpt["model_state_dict"], str(ckpt_path))
-    _, _, valid_loader = make_loaders(spec, cfg, torch.device("cpu"))
+def single_process_evaluate(root, ckpt_path):
+    """`segtrain evaluate` of the same weights in one process, over the whole validation set."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each torchrun worker ran
     try:
-        result, _ = validate(model, valid_loader, make_criterion(cfg), cfg, len(spec.class_names),
-                             torch.device("cpu"), 0)
+        return evaluate(root, ckpt_path, "valid", "cpu", log=lambda *a: None)
     finally:
         torch.set_num_threads(threads)
-    return result
 
 
 def test_train_shards_cover_each_epoch_once_and_validation_batches_once():
@@ -65,7 +54,7 @@ def test_two_process_gloo_run_matches_single_process_evaluation(tmp_path):
 
     ckpt = torch.load(root / "MODEL-tiny" / "checkpoint.pth.tar", weights_only=True)
     assert not any(k.startswith("module.") for k in ckpt["model_state_dict"])
-    single = single_process_validation(root, root / "MODEL-tiny" / "checkpoint.pth.tar")
+    single = single_process_evaluate(root, root / "MODEL-tiny" / "checkpoint.pth.tar")
     final = rows[-1]
     for metric in ("acc", "acc_cls", "mean_iu", "fwavacc"):
         assert float(final[f"valid/{metric}"]) == single[metric], metric
