@@ -52,7 +52,7 @@ def read_image(path: Path) -> np.ndarray:
         with Image.open(path) as img:
             img.load()
             return np.array(img.convert("RGB"))
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL: SyntaxError = broken file
         raise DatasetError(f"{path}: cannot read this image ({e}). Replace or remove the file.") from None
 
 
@@ -125,7 +125,7 @@ def header_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             size, cut = img.size, looks_truncated(path, img.format)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SyntaxError) as e:
         raise DatasetError(f"{path}: cannot read this image ({e}). Replace or remove the file.") from None
     if cut:
         raise DatasetError(f"{path}: the file is truncated (cut short). Replace or remove the file.")

@@ -31,7 +31,7 @@ def read_mask(path: Path) -> np.ndarray:
                 array = np.asarray(img)
                 return array.astype(np.int64) if array.dtype != np.uint8 else array
             array = np.asarray(img.convert("RGB"))
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL: SyntaxError = broken file
         raise DatasetError(f"{path}: cannot read this label image ({e}). Replace or remove the file.") from None
     if (array[..., 0] == array[..., 1]).all() and (array[..., 1] == array[..., 2]).all():
         return array[..., 0]
