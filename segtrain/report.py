@@ -80,8 +80,7 @@ def check_folder(root: Path, cfg: dict, class_names: list[str] | None = None, lo
             log(f"note: no {split} pixel is labelled {', '.join(absent)}.")
 
     select_device(cfg["device"], log)
-    height, width = cfg["image_size"] or max(spec.sizes["train"])
-    plan_workers(cfg["n_workers"], cfg["batch_size"], height, width, log)
+    plan_workers(cfg, spec.sizes["train"], log)
     if cfg["pretrained_net"]:
         path = Path(cfg["pretrained_net"])
         try:

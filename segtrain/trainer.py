@@ -247,8 +247,7 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
         f"lr {cfg['lr']:g} ({cfg['lr_schedule']}), loss {cfg['loss_reduction']} over pixels")
     if ckpt is not None:
         check_compatible(ckpt, cfg, spec.class_names, ckpt_path, log)
-    height, width = cfg["image_size"] or max(spec.sizes["train"])
-    workers = plan_workers(cfg["n_workers"], cfg["batch_size"], height, width, log)
+    workers = plan_workers(cfg, spec.sizes["train"], log)
     if interrupt.requested():
         raise interrupt.Stopped("stopped before training began; nothing was written.", interrupt.requested())
     out_dir = ckpt_path.parent if ckpt is not None else output_folder(root, cfg["output_dir"], log)
@@ -266,6 +265,7 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
         progress = restore(ckpt, model, optimizer, scheduler, scaler, cfg, schedule)
         dropped = keep_rows_through(out_dir / "log.csv", progress.iteration, progress.validated == progress.iteration)
         remove_stale_temps(out_dir)
+        (out_dir / "visualization_viz").mkdir(exist_ok=True)
         log(f"resuming {ckpt_path} at iteration {progress.iteration}/{cfg['max_iteration']}"
             + (f"; dropped {dropped} log.csv row(s) written after that checkpoint" if dropped else ""))
     start_position = sample_position(progress.iteration, len(spec.train), cfg["batch_size"])

@@ -47,8 +47,11 @@ def fit_workers(wanted: int, cpus: int, shm_free: int | None, one_batch: int) ->
     return workers, notes
 
 
-def plan_workers(wanted: int, batch_size: int, height: int, width: int, log=print) -> int:
-    workers, notes = fit_workers(wanted, os.cpu_count() or 1, shm_free_bytes(), batch_bytes(batch_size, height, width))
+def plan_workers(cfg: dict, train_sizes: set[tuple[int, int]], log=print) -> int:
+    """The run's worker count; train_sizes are the (H, W) of the training images."""
+    height, width = cfg["image_size"] or max(train_sizes, key=lambda hw: hw[0] * hw[1])
+    one_batch = batch_bytes(cfg["batch_size"], height, width)
+    workers, notes = fit_workers(cfg["n_workers"], os.cpu_count() or 1, shm_free_bytes(), one_batch)
     for note in notes:
         log(note)
     return workers
