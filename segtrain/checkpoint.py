@@ -8,15 +8,14 @@ replaces every global other than tensor rebuilders with an inert stub, then keep
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from segtrain.atomic import atomic_open
 from segtrain.errors import CheckpointError
 
 FORMAT_VERSION = 1
@@ -24,18 +23,8 @@ FORMAT_VERSION = 1
 
 def save_atomic(obj: Any, path: Path) -> None:
     """Write to a temp file in the same folder, fsync, then rename: a crash leaves the old file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as f:
+        torch.save(obj, f)
 
 
 class _Inert:

@@ -7,7 +7,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from segtrain import __version__
+from segtrain import __version__, interrupt
 from segtrain.config import describe_keys, load_config
 from segtrain.errors import SegtrainError
 
@@ -27,6 +27,9 @@ DEMO_CONFIG = {
 EPILOG_TRAIN = """examples:
   segtrain train ~/clouds                          # ~/clouds/config.list if present, else defaults
   segtrain train ~/clouds --set lr=0.01 --set max_iteration=5000
+  segtrain train ~/clouds --stop-after 500         # 500 iterations now, then save and exit 0
+  segtrain train ~/clouds --resume                 # continue MODEL-<output_dir>/checkpoint.pth.tar
+  segtrain train ~/clouds --resume --set max_iteration=8000   # extend a finished run
   segtrain --config config.list --image_type waggle_cloud --data ~/clouds   # the original container's form
 
 config.list keys (JSON object; all optional):
@@ -49,23 +52,32 @@ EPILOG_EXPORT = """examples:
 """
 
 
-def _train_command(root: Path, config: Path | None, overrides: list[str], image_type: str) -> int:
+def _run_config(root: Path, config: Path | None, overrides: list[str], image_type: str):
+    """The resolved config and the preset's class names (None when the folder has its own)."""
     from segtrain.presets import preset
-    from segtrain.trainer import train
 
     class_names, preset_defaults = preset(image_type)
     cfg_path = config
     if cfg_path is not None and not cfg_path.is_absolute() and not cfg_path.exists():
         cfg_path = root / cfg_path  # the original container looked config.list up in the data folder
     cfg = load_config(root, cfg_path, overrides, preset_defaults)
-    if cfg["mode"] == "test":
-        from segtrain.testmode import run_test
-
-        run_test(root, cfg)
-        return 0
     if class_names is not None and (root / "class_names.list").is_file():
         class_names = None  # the folder's own list wins over the preset's
-    train(root, cfg, class_names=class_names)
+    return cfg, class_names
+
+
+def _train_command(root: Path, config: Path | None, overrides: list[str], image_type: str,
+                   resume: str | None = None, stop_after: int | None = None) -> int:
+    with interrupt.graceful_stop():  # before any heavy set-up (torch import, reading the data)
+        cfg, class_names = _run_config(root, config, overrides, image_type)
+        if cfg["mode"] == "test":  # the original's test mode: predict (and evaluate) with pretrained_net
+            from segtrain.testmode import run_test
+
+            run_test(root, cfg)
+            return 0
+        from segtrain.trainer import train
+
+        train(root, cfg, class_names=class_names, resume=resume, stop_after=stop_after)
     return 0
 
 
@@ -101,6 +113,28 @@ def _export_command(args) -> int:
 COMMANDS = {"evaluate": _evaluate_command, "predict": _predict_command, "export": _export_command}
 
 
+def _check_command(root: Path, config: Path | None, overrides: list[str], image_type: str) -> int:
+    cfg, class_names = _run_config(root, config, overrides, image_type)
+    from segtrain.check import check_folder
+
+    check_folder(root, cfg, class_names)
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of iterations >= 1, got {text!r}")
+    return int(text)
+
+
+def _add_resume_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT",
+                        help="continue a run from its checkpoint (default: ROOT/MODEL-<output_dir>/checkpoint.pth.tar), "
+                        "in the same folder, appending to its log.csv")
+    parser.add_argument("--stop-after", "--stop_after", type=_positive_int, default=None, metavar="K",
+                        help="train K iterations in this invocation, save a checkpoint and exit 0 (continue with --resume)")
+
+
 def default_data_root() -> Path:
     """The original README mounted data at /data, its code read /storage; else the current folder."""
     for candidate in (Path("/data"), Path("/storage")):
@@ -127,6 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="config file (default: ROOT/config.list when present)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (value parsed as JSON where it parses); repeatable")
+    p.add_argument("--image_type", "--image-type", default="auto", help="dataset preset: auto or waggle_cloud")
+    _add_resume_options(p)
+
+    p = sub.add_parser("check", help="check a data folder and its config without training; print a dataset report",
+                       epilog="example:\n  segtrain check ~/clouds   # counts, sizes, label encoding, pixel share per class, problems",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("root", type=Path, help="data folder with train/ and class_names.list")
+    p.add_argument("--config", type=Path, help="config file (default: ROOT/config.list when present)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--image_type", "--image-type", default="auto", help="dataset preset: auto or waggle_cloud")
 
     p = sub.add_parser("evaluate", help="score a trained model on labelled images", epilog=EPILOG_EVALUATE,
@@ -175,6 +218,7 @@ def build_legacy_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, default=None, help="data folder (default: /data, else /storage, else .)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--debug", action="store_true")
+    _add_resume_options(parser)
     return parser
 
 
@@ -183,7 +227,7 @@ def run(argv: list[str]) -> int:
         args = build_legacy_parser().parse_args(argv)
         root = args.data if args.data is not None else default_data_root()
         config = args.config if args.config.is_absolute() else root / args.config
-        return _train_command(root, config, args.overrides, args.image_type)
+        return _train_command(root, config, args.overrides, args.image_type, args.resume, args.stop_after)
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -191,9 +235,11 @@ def run(argv: list[str]) -> int:
         parser.print_help()
         return 2
     if args.command == "train":
-        return _train_command(args.root, args.config, args.overrides, args.image_type)
+        return _train_command(args.root, args.config, args.overrides, args.image_type, args.resume, args.stop_after)
     if args.command in COMMANDS:
         return COMMANDS[args.command](args)
+    if args.command == "check":
+        return _check_command(args.root, args.config, args.overrides, args.image_type)
     if args.command == "demo":
         from segtrain.synthetic import write_sky_folder
 
@@ -223,6 +269,12 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {_user_message(e)}", file=sys.stderr)
         return 1
+    except interrupt.StopNow as e:
+        print(f"{e} The last checkpoint saved is intact; continue with --resume.", file=sys.stderr)
+        return e.exit_code
+    except interrupt.Stopped as e:
+        print(e, file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted.", file=sys.stderr)
         return 130

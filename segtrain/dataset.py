@@ -71,17 +71,42 @@ def find_pairs(images_dir: Path, labels_dir: Path, notes: list[str]) -> list[Pai
     return [Pair(images[stem], labels[stem]) for stem in sorted(images)]
 
 
+# The last bytes of a complete file; a copy or download cut short lacks them.
+PNG_END = b"IEND\xaeB`\x82"
+JPEG_END = b"\xff\xd9"
+JPEG_TAIL = 1024  # some cameras append a few bytes after the end marker
+
+
+def looks_truncated(path: Path, format: str | None) -> bool:
+    """A cheap test for files cut short (one seek), so training does not fail on them hours in;
+    `segtrain check` decodes every file in full."""
+    if format not in ("PNG", "JPEG"):
+        return False
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - JPEG_TAIL))
+        tail = f.read()
+    return not tail.endswith(PNG_END) if format == "PNG" else JPEG_END not in tail
+
+
+def header_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file's header; unreadable or truncated files are errors."""
+    try:
+        with Image.open(path) as img:
+            size, cut = img.size, looks_truncated(path, img.format)
+    except (OSError, ValueError, SyntaxError) as e:
+        raise DatasetError(f"{path}: cannot read this image ({e}). Replace or remove the file.") from None
+    if cut:
+        raise DatasetError(f"{path}: the file is truncated (cut short). Replace or remove the file.")
+    return size
+
+
 def check_sizes(pairs: list[Pair]) -> set[tuple[int, int]]:
-    """Image and mask sizes must agree; returns the (H, W) sizes seen. Reads file headers only."""
+    """Image and mask sizes must agree; returns the (H, W) sizes seen. Reads file headers (and
+    tails, for truncation) only."""
     sizes = set()
     for pair in pairs:
-        try:
-            with Image.open(pair.image) as img:
-                image_size = img.size
-            with Image.open(pair.label) as lab:
-                label_size = lab.size
-        except (OSError, ValueError) as e:
-            raise DatasetError(f"{pair.image} / {pair.label}: cannot read ({e}). Replace or remove the pair.") from None
+        image_size, label_size = header_size(pair.image), header_size(pair.label)
         if image_size != label_size:
             raise DatasetError(
                 f"{pair.image.name}: image is {image_size[0]}x{image_size[1]} but its label {pair.label} is "

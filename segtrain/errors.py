@@ -18,3 +18,14 @@ class DatasetError(SegtrainError):
 
 class CheckpointError(SegtrainError):
     pass
+
+
+class OutputError(SegtrainError):
+    """An output that cannot be written: full disk, read-only or blocked folder."""
+
+    @classmethod
+    def from_os(cls, path, error: OSError) -> "OutputError":
+        return cls(
+            f"{path}: cannot write ({error.strerror or error}). Free disk space, or make the output "
+            "folder writable; what was saved before is intact (resume with --resume)."
+        )

@@ -21,7 +21,7 @@ def read_image(path: Path) -> np.ndarray:
         with Image.open(path) as img:
             img.load()
             return np.array(img.convert("RGB"))
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL: SyntaxError = broken file
         raise DatasetError(f"{path}: cannot read this image ({e}). Replace or remove the file.") from None
 
 

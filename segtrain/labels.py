@@ -31,7 +31,7 @@ def read_mask(path: Path) -> np.ndarray:
                 array = np.asarray(img)
                 return array.astype(np.int64) if array.dtype != np.uint8 else array
             array = np.asarray(img.convert("RGB"))
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL: SyntaxError = broken file
         raise DatasetError(f"{path}: cannot read this label image ({e}). Replace or remove the file.") from None
     if (array[..., 0] == array[..., 1]).all() and (array[..., 1] == array[..., 2]).all():
         return array[..., 0]
@@ -179,14 +179,16 @@ def detect_decoder(
             )
         return LabelDecoder("threshold", names, threshold=threshold, ignore_index=ignore_index)
 
-    grey_values: set[int] = set()
+    first_seen: dict[int, Path] = {}  # grey value -> a mask holding it, to name in errors
     saw_color = None
     for path in _sample(label_paths, DETECTION_SAMPLE):
         raw = read_mask(path)
         if raw.ndim == 3:
             saw_color = path
         else:
-            grey_values.update(int(v) for v in np.unique(raw))
+            for v in np.unique(raw):
+                first_seen.setdefault(int(v), path)
+    grey_values = set(first_seen)
     if saw_color is not None:
         if color_tuple is None:
             raise DatasetError(
@@ -213,7 +215,8 @@ def detect_decoder(
         return LabelDecoder("index", names, ignore_index=ignore_index)
     bad = sorted(grey_values - set(range(n)))
     raise DatasetError(
-        f"label masks hold values {bad[:8]} that fit none of the {n} classes in class_names.list "
-        f"(expected 0..{n - 1}" + (" or 0/255" if n == 2 else "") + "). Fix the masks, list more classes, "
+        f"{first_seen[bad[0]]}: label value {bad[0]} fits none of the {n} classes in class_names.list "
+        f"(expected 0..{n - 1}" + (" or 0/255" if n == 2 else "") + f"; values outside seen: {bad[:8]}). "
+        "Fix the masks, list more classes, "
         "add class_colors.list, or set \"ignore_index\" in config.list."
     )

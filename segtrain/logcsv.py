@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from segtrain.atomic import atomic_open
+from segtrain.errors import OutputError
+
 COLUMNS = [
     "epoch", "iteration",
     "train/loss", "train/acc", "train/acc_cls", "train/mean_iu", "train/fwavacc",
@@ -29,18 +32,53 @@ class LogWriter:
     def __init__(self, path: Path):
         self.path = Path(path)
         new = not self.path.exists() or self.path.stat().st_size == 0
-        self.file = open(self.path, "a", encoding="utf-8", newline="")
+        try:
+            self.file = open(self.path, "a", encoding="utf-8", newline="")
+        except OSError as e:
+            raise OutputError.from_os(self.path, e) from None
         if new:
-            self.file.write(HEADER + "\n")
+            self._write(HEADER + "\n")
+
+    def _write(self, line: str) -> None:
+        try:
+            self.file.write(line)
             self.file.flush()
+        except OSError as e:
+            raise OutputError.from_os(self.path, e) from None
 
     def row(self, split: str, epoch: int, iteration: int, values: dict, elapsed: float) -> None:
         cells = {c: None for c in COLUMNS}
         cells.update({"epoch": epoch, "iteration": iteration, "elapsed_time": float(elapsed)})
         for metric in METRICS:
             cells[f"{split}/{metric}"] = float(values[metric])
-        self.file.write(",".join(_cell(cells[c]) for c in COLUMNS) + "\n")
-        self.file.flush()
+        self._write(",".join(_cell(cells[c]) for c in COLUMNS) + "\n")
 
     def close(self) -> None:
-        self.file.close()
+        try:
+            self.file.close()
+        except OSError:
+            pass  # the row that failed to flush was already reported
+
+
+def keep_rows_through(path: Path, iteration: int, validated: bool) -> int:
+    """Cut log.csv back to a checkpoint taken before training step `iteration` (and after its
+    validation if `validated`): rows a crash left beyond it, or a half-written last row, would
+    otherwise appear twice once the resumed run writes them again. Returns the rows dropped."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = lines[:1]
+    valid_loss = COLUMNS.index("valid/loss")
+    for line in lines[1:]:
+        cells = line.rstrip("\n").split(",")
+        if not line.endswith("\n") or len(cells) != len(COLUMNS) or not cells[1].isdigit():
+            continue
+        row_iteration, is_valid = int(cells[1]), cells[valid_loss] != ""
+        if row_iteration < iteration or (row_iteration == iteration and is_valid and validated):
+            kept.append(line)
+    dropped = len(lines) - len(kept)
+    if dropped:
+        with atomic_open(path, "w") as f:
+            f.writelines(kept)
+    return dropped

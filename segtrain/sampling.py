@@ -37,7 +37,7 @@ class EpochBatchSampler(Sampler):
 
     @property
     def batches_per_epoch(self) -> int:
-        return max(1, (self.n // self.world_size) // self.batch_size)
+        return batches_per_epoch(self.n, self.batch_size, self.world_size)
 
     def __iter__(self):
         epoch, first = self.start_epoch, self.start_batch
@@ -63,6 +63,15 @@ class ShardedBatches(Sampler):
 
     def __len__(self) -> int:
         return len(self.batches)
+
+
+def batches_per_epoch(n: int, batch_size: int, world_size: int = 1) -> int:
+    return max(1, (n // world_size) // batch_size)
+
+
+def sample_position(iteration: int, n: int, batch_size: int, world_size: int = 1) -> tuple[int, int]:
+    """(epoch, batch within it) of a training iteration: where a resumed sampler starts."""
+    return divmod(iteration, batches_per_epoch(n, batch_size, world_size))
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:

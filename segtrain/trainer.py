@@ -8,7 +8,6 @@ validation set, `save` writes checkpoints. Validation runs at iteration 0, every
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from dataclasses import dataclass
@@ -19,19 +18,23 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from segtrain import __version__, distributed
+from segtrain import __version__, distributed, interrupt
+from segtrain.atomic import remove_stale_temps
 from segtrain.checkpoint import load_weights, read_checkpoint, save_atomic
 from segtrain.classes import voc_colormap
 from segtrain.dataset import DataSpec, SegmentationDataset, collate_eval, inspect_root
-from segtrain.errors import SegtrainError
+from segtrain.errors import OutputError, SegtrainError
 from segtrain.inference import autocast, native_logits
 from segtrain.labels import IGNORE
-from segtrain.logcsv import LogWriter
+from segtrain.logcsv import LogWriter, keep_rows_through
 from segtrain.metrics import confusion_matrix, scores
 from segtrain.models import build_model, resolve_backbone_weights
-from segtrain.sampling import EpochBatchSampler, ShardedBatches
+from segtrain.resume import (CHECKPOINT_NAME, Progress, check_compatible, checkpoint_to_resume, read_resumable,
+                             restore, restore_rng, resume_state)
+from segtrain.sampling import EpochBatchSampler, ShardedBatches, sample_position
 from segtrain.transforms import MEAN, STD, eval_transform, train_transform
 from segtrain.visualize import write_visualization
+from segtrain.workers import plan_workers
 
 AUX_WEIGHT = 0.5  # torchvision references' weight for the auxiliary head
 
@@ -63,15 +66,22 @@ def output_folder(root: Path, name: str, log=print) -> Path:
     """ROOT/MODEL-<name>; an earlier run's folder is never reused: the next free number is taken."""
     base = root / f"MODEL-{name}"
     folder, k = base, 1
-    while folder.exists() and any(folder.iterdir()):
+    while folder.exists():
+        if not folder.is_dir():
+            raise OutputError(f"{folder}: is a file, so the outputs cannot go there. Move it away, "
+                              "or set \"output_dir\" to another name.")
+        if not any(folder.iterdir()):
+            break
         k += 1
         folder = root / f"MODEL-{name}-{k}"
     if folder != base:
-        log(f"note: {base} holds an earlier run; this run writes to {folder} (nothing is overwritten).")
+        log(f"note: {base} holds an earlier run; this run writes to {folder} (nothing is overwritten; "
+            "to continue that run instead, add --resume).")
     try:
         (folder / "visualization_viz").mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise TrainingError(f"{folder}: cannot create the output folder ({e.strerror}). Check permissions and free space.") from None
+        raise OutputError(f"{folder}: cannot create the output folder ({e.strerror}). Check permissions and free space, "
+                          "or set \"output_dir\" to another name.") from None
     return folder
 
 
@@ -155,7 +165,7 @@ def make_loaders(spec: DataSpec, cfg: dict, device: torch.device, start_epoch=0,
                                 ctx.rank, ctx.world_size)
     pin = device.type == "cuda"
     train_loader = DataLoader(train_set, batch_sampler=sampler, num_workers=workers, pin_memory=pin,
-                              persistent_workers=workers > 0)
+                              persistent_workers=workers > 0, worker_init_fn=interrupt.ignore_in_worker)
     return train_loader, sampler, make_eval_loader(spec.valid, spec.decoder, spec.sizes["valid"], cfg, device, ctx)
 
 
@@ -166,7 +176,8 @@ def make_eval_loader(pairs, decoder, sizes: set, cfg: dict, device: torch.device
     # At native size, images of different sizes cannot share a batch.
     batch = cfg["batch_size"] if cfg["image_size"] is not None or len(sizes) == 1 else 1
     return DataLoader(dataset, batch_sampler=ShardedBatches(len(dataset), batch, ctx.rank, ctx.world_size),
-                      num_workers=min(cfg["n_workers"], 1), collate_fn=collate_eval, pin_memory=device.type == "cuda")
+                      num_workers=min(cfg["n_workers"], 1), collate_fn=collate_eval, pin_memory=device.type == "cuda",
+                      worker_init_fn=interrupt.ignore_in_worker)
 
 
 def train_step(model, images, masks, criterion, optimizer, scheduler, scaler, cfg, device, n_classes):
@@ -230,14 +241,28 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print) -> Path:
+def resume_hint(root: Path, checkpoint: Path, cfg: dict) -> str:
+    given = "" if checkpoint == root / f"MODEL-{cfg['output_dir']}" / CHECKPOINT_NAME else f" {checkpoint}"
+    return f"checkpoint saved: {checkpoint}. To continue, run the same command with --resume{given} added."
+
+
+def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print,
+          resume: str | None = None, stop_after: int | None = None) -> Path:
     """Train on the folder ROOT with a resolved config; returns the output folder.
 
     class_names, when given (an --image_type preset), stand in for a missing class_names.list.
+    resume: None starts a new run; "" continues MODEL-<output_dir>/checkpoint.pth.tar; else the
+    checkpoint to continue. stop_after: train that many iterations in this call, save and return
+    (the schedule still runs to max_iteration). A SIGTERM/SIGINT (see interrupt.py) saves and
+    raises interrupt.Stopped.
     """
     root = Path(root)
     seed_everything(cfg["seed"])
-    setup = build_for_training(root, cfg, class_names, log)
+    ckpt_path = checkpoint_to_resume(root, cfg, resume, log) if resume is not None else None
+    ckpt = read_resumable(ckpt_path, cfg) if ckpt_path is not None else None
+    # A resumed run's weights come from its checkpoint: fetch or load no others first.
+    build_cfg = cfg if ckpt is None else {**cfg, "pretrained_net": "", "pretrained_backbone": False}
+    setup = build_for_training(root, build_cfg, class_names, log)
     spec, model, device, ctx = setup.spec, setup.model, setup.device, setup.ctx
     if not ctx.is_main:
         log = _silent
@@ -250,13 +275,15 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
     log(f"model: {cfg['model']} for {n_classes} classes ({', '.join(spec.class_names)}) on {device}; "
         f"input {'native size' if cfg['image_size'] is None else 'x'.join(map(str, cfg['image_size']))}; "
         f"lr {cfg['lr']:g} ({cfg['lr_schedule']}), loss {cfg['loss_reduction']} over pixels")
-    if cfg["n_workers"] > (os.cpu_count() or 1):
-        log(f"note: n_workers {cfg['n_workers']} is more than this machine's {os.cpu_count()} CPUs; using {os.cpu_count()}.")
-        cfg = {**cfg, "n_workers": os.cpu_count() or 1}
+    if ckpt is not None:
+        check_compatible(ckpt, cfg, spec.class_names, ckpt_path, log)
+    workers = plan_workers(cfg, spec.sizes["train"], log)
+    if interrupt.requested():
+        raise interrupt.Stopped("stopped before training began; nothing was written.", interrupt.requested())
     if ctx.enabled:
         log(f"distributed: {ctx.world_size} processes ({'NCCL' if device.type == 'cuda' else 'gloo'}); "
             f"batch_size {cfg['batch_size']} per process, global batch {cfg['batch_size'] * ctx.world_size}")
-    out_dir = output_folder(root, cfg["output_dir"], log) if ctx.is_main else None
+    out_dir = ckpt_path.parent if ckpt is not None else (output_folder(root, cfg["output_dir"], log) if ctx.is_main else None)
     log(f"outputs: {out_dir}")
 
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
@@ -266,20 +293,58 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
     fp16 = cfg["amp"] and device.type == "cuda" and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler(device.type, enabled=fp16)
     criterion = make_criterion(cfg)
-    train_loader, sampler, valid_loader = make_loaders(spec, cfg, device, ctx=ctx)
+    progress = Progress()
+    if ckpt is not None:
+        progress = restore(ckpt, model, optimizer, scheduler, scaler, cfg, schedule)
+        if ctx.is_main:
+            dropped = keep_rows_through(out_dir / "log.csv", progress.iteration, progress.validated == progress.iteration)
+            remove_stale_temps(out_dir)
+            (out_dir / "visualization_viz").mkdir(exist_ok=True)
+            log(f"resuming {ckpt_path} at iteration {progress.iteration}/{cfg['max_iteration']}"
+                + (f"; dropped {dropped} log.csv row(s) written after that checkpoint" if dropped else ""))
+    start_position = sample_position(progress.iteration, len(spec.train), cfg["batch_size"], ctx.world_size)
+    train_loader, sampler, valid_loader = make_loaders(spec, {**cfg, "n_workers": workers}, device, *start_position,
+                                                       ctx=ctx)
+    batches = iter(train_loader)
+    if ckpt is not None:
+        restore_rng(ckpt["resume"]["rng"])  # after the loader drew its seed, as the first run's had before
     valid_set = valid_loader.dataset
     writer = LogWriter(out_dir / "log.csv") if ctx.is_main else None
 
-    best_mean_iu = -math.inf
-    start = time.perf_counter()
-    last_print, last_print_it = start, 0
-    iteration, epoch = 0, 0
-    batches = iter(train_loader)
+    iteration, epoch, best_mean_iu, validated = progress.iteration, progress.epoch, progress.best_mean_iu, progress.validated
+    start_iteration, result = iteration, ckpt.get("valid_metrics") if ckpt is not None else None
+    start = time.perf_counter() - progress.elapsed
+    last_print, last_print_it = time.perf_counter(), iteration
+    if start_iteration == cfg["max_iteration"] and validated == iteration:
+        log(f"the run already reached max_iteration {iteration}; to extend it, raise max_iteration "
+            f"(e.g. --set max_iteration={2 * iteration}).")
+
+    def snapshot():
+        payload = checkpoint_payload(setup, cfg, optimizer, scheduler, iteration, epoch, best_mean_iu,
+                                     result, time.perf_counter() - start)
+        payload["resume"] = resume_state(scaler, validated, len(spec.train))
+        return payload
+
     try:
         while True:
-            if iteration % cfg["interval_validate"] == 0 or iteration == cfg["max_iteration"]:
+            signum = interrupt.requested()
+            if ctx.enabled:  # every rank stops at the same step, or the others would wait in a collective
+                flags = distributed.all_reduce_sum(torch.tensor([signum or 0], dtype=torch.long, device=device), ctx)
+                signum = signum or (15 if int(flags[0]) else 0)
+            quota_done = stop_after is not None and iteration >= start_iteration + stop_after
+            if (signum or quota_done) and iteration < cfg["max_iteration"]:
+                if (iteration > start_iteration or ckpt is None) and ctx.is_main:
+                    save_atomic(snapshot(), out_dir / CHECKPOINT_NAME)
+                hint = resume_hint(root, out_dir / CHECKPOINT_NAME, cfg) if ctx.is_main else ""
+                if signum:
+                    name = interrupt.signal_name(signum)
+                    raise interrupt.Stopped(f"stopped by {name} at iteration {iteration}/{cfg['max_iteration']}; {hint}", signum)
+                log(f"stopped after {stop_after} iteration(s), at iteration {iteration}/{cfg['max_iteration']}; {hint}")
+                return out_dir
+            if (iteration % cfg["interval_validate"] == 0 or iteration == cfg["max_iteration"]) and validated != iteration:
                 result, shown = validate(model, valid_loader, criterion, cfg, n_classes, device,
                                          cfg["max_visualizations"], ctx)
+                validated = iteration
                 is_best = not math.isnan(result["mean_iu"]) and result["mean_iu"] > best_mean_iu
                 if is_best:
                     best_mean_iu = result["mean_iu"]
@@ -291,11 +356,10 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
                     samples = [(valid_set.load(i)[0], valid_set.load(i)[1], pred) for i, pred in shown]
                     write_visualization(out_dir / "visualization_viz" / f"iter{iteration:012d}.jpg", samples,
                                         setup.colors)
-                    payload = checkpoint_payload(setup, cfg, optimizer, scheduler, iteration, epoch, best_mean_iu,
-                                                 result, time.perf_counter() - start)
-                    save_atomic(payload, out_dir / "checkpoint.pth.tar")
-                    if is_best:
+                    payload = snapshot()
+                    if is_best:  # best first: a crash between the two leaves the best no older than the latest
                         save_atomic(payload, out_dir / "model_best.pth.tar")
+                    save_atomic(payload, out_dir / CHECKPOINT_NAME)
             if iteration >= cfg["max_iteration"]:
                 break
             batch = next(batches)
@@ -310,7 +374,8 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
             if not math.isfinite(loss_value):
                 raise TrainingError(
                     f"loss became {loss_value} at iteration {iteration} (lr {optimizer.param_groups[0]['lr']:g}). "
-                    "Lower lr, or use \"loss_reduction\": \"mean\"; checkpoints written so far are intact."
+                    "Lower lr, or use \"loss_reduction\": \"mean\"; checkpoints written so far are intact "
+                    "(to continue from the last one with a lower lr: --resume --set lr=...)."
                 )
             if ctx.is_main:
                 row = scores(hist)

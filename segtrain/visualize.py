@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from segtrain.atomic import atomic_open
 from segtrain.labels import IGNORE
 
 IGNORE_COLOR = (224, 224, 192)  # VOC's void colour
@@ -69,4 +70,5 @@ def write_visualization(path: Path, samples: list[tuple[np.ndarray, np.ndarray, 
         return
     cell = cell_size(samples[0][0].shape[:2])
     tiles = [sample_tile(img, truth, pred, colors, cell) for img, truth, pred in samples]
-    Image.fromarray(grid(tiles)).save(path, quality=90)
+    with atomic_open(path) as f:
+        Image.fromarray(grid(tiles)).save(f, format="JPEG", quality=90)

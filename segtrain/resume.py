@@ -1,0 +1,133 @@
+"""What a checkpoint must hold for a run to continue exactly where it stopped, and putting it back.
+
+The data order and each sample's augmentation are pure functions of (seed, epoch, position)
+(see sampling.py), so besides weights, optimizer, schedule and AMP scaler only the random
+generators (dropout, DataLoader seeds) and the loop's counters need saving. Everything is kept
+as tensors and built-ins, so the checkpoint still loads with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from segtrain.checkpoint import read_checkpoint
+from segtrain.errors import CheckpointError
+
+CHECKPOINT_NAME = "checkpoint.pth.tar"
+
+
+def rng_state() -> dict:
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class Progress:
+    """The loop's counters. `validated` is the last iteration whose validation is logged: a stop
+    between steps can fall on a validation point before validating, and the resumed run then
+    validates first, as the uninterrupted run would have."""
+
+    iteration: int = 0
+    epoch: int = 0
+    best_mean_iu: float = -math.inf
+    elapsed: float = 0.0
+    validated: int = -1
+
+
+def resume_state(scaler, validated: int, n_train: int) -> dict:
+    """Taken at the moment of saving: the generators' state then is where the run continues."""
+    return {"rng": rng_state(), "scaler": scaler.state_dict(), "validated": validated, "n_train": n_train}
+
+
+def checkpoint_to_resume(root: Path, cfg: dict, given: str, log=print) -> Path:
+    """`--resume` alone means MODEL-<output_dir>/checkpoint.pth.tar; a relative path is tried
+    from the current folder, then from ROOT."""
+    if given:
+        path = Path(given)
+        if not path.is_absolute() and not path.exists():
+            path = root / path
+        return path
+    folder = root / f"MODEL-{cfg['output_dir']}"
+    path = folder / CHECKPOINT_NAME
+    later = sorted(p.parent.name for p in root.glob(f"MODEL-{cfg['output_dir']}-*/{CHECKPOINT_NAME}"))
+    if not path.is_file():
+        hint = f" Runs with a checkpoint here: {', '.join(later)}; pass --resume {root / later[-1] / CHECKPOINT_NAME}." if later else ""
+        raise CheckpointError(f"{path}: no checkpoint to resume from.{hint} Or start a new run without --resume.")
+    if later:
+        log(f"note: resuming {folder.name}; {', '.join(later)} also exist (pass --resume {later[-1]}/{CHECKPOINT_NAME} for those).")
+    return path
+
+
+def read_resumable(path: Path, cfg: dict) -> dict:
+    ckpt = read_checkpoint(path)
+    if not isinstance(ckpt.get("resume"), dict) or "optim_state_dict" not in ckpt:
+        raise CheckpointError(
+            f"{path}: holds weights but no training state to resume (written by another tool or an older "
+            "segtrain). Start a new run with it as \"pretrained_net\" instead of --resume."
+        )
+    if ckpt["iteration"] > cfg["max_iteration"]:
+        raise CheckpointError(
+            f"{path}: is at iteration {ckpt['iteration']}, past max_iteration {cfg['max_iteration']}. "
+            f"Set max_iteration to at least {ckpt['iteration']} (e.g. --set max_iteration={ckpt['iteration']})."
+        )
+    return ckpt
+
+
+def check_compatible(ckpt: dict, cfg: dict, class_names: list[str], path: Path, log=print) -> None:
+    """Refuse what would make the saved weights meaningless; note the settings that changed."""
+    saved = ckpt.get("config", {})
+    differ = []
+    if ckpt.get("class_names") != list(class_names):
+        differ.append(f"classes {ckpt.get('class_names')} (this run: {list(class_names)})")
+    if ckpt.get("arch") != cfg["model"]:
+        differ.append(f"model {ckpt.get('arch')!r} (this run: {cfg['model']!r})")
+    if saved.get("aux_loss", False) != cfg["aux_loss"]:
+        differ.append(f"aux_loss {saved.get('aux_loss')} (this run: {cfg['aux_loss']})")
+    if ckpt.get("image_size") != cfg["image_size"]:
+        differ.append(f"image_size {ckpt.get('image_size')} (this run: {cfg['image_size']})")
+    if differ:
+        raise CheckpointError(
+            f"{path}: cannot resume: it was trained with {'; '.join(differ)}. Use the config it was trained "
+            "with, or start a new run (without --resume, optionally with it as \"pretrained_net\")."
+        )
+    changed = [f"{k} {saved[k]!r} -> {cfg[k]!r}" for k in cfg if k in saved and saved[k] != cfg[k]]
+    if changed:
+        log(f"note: resuming with changed settings: {', '.join(changed)}.")
+
+
+def restore(ckpt: dict, model, optimizer, scheduler, scaler, cfg: dict, schedule) -> Progress:
+    """Put the training state back. The run's config wins over the saved hyperparameters, so
+    `--set lr=...` or a larger max_iteration applies from here on: the poly schedule is
+    recomputed for the current max_iteration at the saved iteration."""
+    model.load_state_dict(ckpt["model_state_dict"])
+    optimizer.load_state_dict(ckpt["optim_state_dict"])
+    scheduler.load_state_dict(ckpt["scheduler_state_dict"])
+    scaler.load_state_dict(ckpt["resume"]["scaler"])
+    scheduler.base_lrs = [cfg["lr"] for _ in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group.update(initial_lr=cfg["lr"], lr=cfg["lr"] * schedule(scheduler.last_epoch),
+                     momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+    return Progress(ckpt["iteration"], ckpt["epoch"], ckpt["best_mean_iu"], ckpt.get("elapsed_time", 0.0),
+                    ckpt["resume"]["validated"])

@@ -1,0 +1,57 @@
+"""How many data-loading worker processes this machine can take.
+
+Workers hand batches to the main process through shared memory in /dev/shm. Docker gives a
+container 64 MB there by default, which a few prefetched batches of large images overflow (the
+loader then dies with a bus error). Both of torch's sharing strategies live in /dev/shm, so the
+remedy is fewer workers: as many as fit, down to loading in the main process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+PREFETCH = 2  # DataLoader's default prefetch_factor: batches in flight per worker
+BYTES_PER_PIXEL = 3 * 4 + 8  # float32 RGB image + int64 mask
+SHM_USE = 0.5  # leave half of /dev/shm to everything else
+
+
+def shm_free_bytes(path: str = "/dev/shm") -> int | None:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None  # no /dev/shm (not Linux): torch shares memory another way
+
+
+def batch_bytes(batch_size: int, height: int, width: int) -> int:
+    return batch_size * height * width * BYTES_PER_PIXEL
+
+
+def fit_workers(wanted: int, cpus: int, shm_free: int | None, one_batch: int) -> tuple[int, list[str]]:
+    """The worker count to use and a note for each reduction."""
+    notes = []
+    workers = wanted
+    if workers > cpus:
+        notes.append(f"note: n_workers {wanted} is more than this machine's {cpus} CPUs; using {cpus}.")
+        workers = cpus
+    if workers > 0 and shm_free is not None:
+        fits = int(shm_free * SHM_USE) // max(1, PREFETCH * one_batch)
+        if fits < workers:
+            using = f"{fits} worker(s)" if fits else "the main process (n_workers 0)"
+            notes.append(
+                f"note: /dev/shm has only {shm_free / 2**20:.0f} MB free (Docker's default is 64 MB) and "
+                f"{workers} worker(s) with {PREFETCH} batches of {one_batch / 2**20:.1f} MB each would not fit; "
+                f"loading with {using}. For more, start the container with --shm-size=2g."
+            )
+            workers = fits
+    return workers, notes
+
+
+def plan_workers(cfg: dict, train_sizes: set[tuple[int, int]], log=print) -> int:
+    """The run's worker count; train_sizes are the (H, W) of the training images."""
+    height, width = cfg["image_size"] or max(train_sizes, key=lambda hw: hw[0] * hw[1])
+    one_batch = batch_bytes(cfg["batch_size"], height, width)
+    workers, notes = fit_workers(cfg["n_workers"], os.cpu_count() or 1, shm_free_bytes(), one_batch)
+    for note in notes:
+        log(note)
+    return workers

@@ -1,0 +1,94 @@
+"""Faults during a run: a kill mid-save, a diverging loss, a full disk, a blocked output folder."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from segtrain.atomic import remove_stale_temps
+from segtrain.cli import main
+from segtrain.synthetic import write_sky_folder
+
+SAVER = textwrap.dedent("""
+    import sys, torch
+    from segtrain.checkpoint import save_atomic
+    k = 0
+    while True:  # 32 MB per save, each one consistent: every value equals k
+        save_atomic({"k": k, "w": torch.full((8_000_000,), float(k))}, sys.argv[1])
+        print(k, flush=True)
+        k += 1
+""")
+
+
+def test_killing_the_process_during_saves_leaves_a_loadable_checkpoint(tmp_path):
+    path = tmp_path / "checkpoint.pth.tar"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    for delay in (0.0, 0.05, 0.13, 0.21):
+        proc = subprocess.Popen([sys.executable, "-c", SAVER, str(path)], stdout=subprocess.PIPE, text=True, env=env)
+        proc.stdout.readline()  # one save done: from here a kill lands during a save
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        ckpt = torch.load(path, weights_only=True)
+        assert torch.all(ckpt["w"] == float(ckpt["k"]))
+    remove_stale_temps(tmp_path)
+    assert os.listdir(tmp_path) == ["checkpoint.pth.tar"]
+
+
+@pytest.fixture
+def root(tmp_path):
+    return write_sky_folder(tmp_path / "data", n_train=8, n_valid=2, size=32,
+                            config=tiny_config(max_iteration=4, interval_validate=2))
+
+
+def test_diverging_loss_stops_with_a_message_and_keeps_model_best(root, capsys):
+    assert main(["train", str(root), "--set", "lr=1e30"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: loss became") and "at iteration 1 (lr 5.3" in err
+    assert "Lower lr" in err and "Traceback" not in err
+    for name in ("model_best.pth.tar", "checkpoint.pth.tar"):  # both from the validation at 0
+        ckpt = torch.load(root / "MODEL-tiny" / name, weights_only=True)
+        assert ckpt["iteration"] == 0
+        assert all(torch.isfinite(t.float()).all() for t in ckpt["model_state_dict"].values())
+
+
+def test_full_disk_is_a_clear_error_and_keeps_the_checkpoint(root, capsys):
+    assert main(["train", str(root), "--set", "max_iteration=2"]) == 0
+    out = root / "MODEL-tiny"
+    checkpoint = (out / "checkpoint.pth.tar").read_bytes()
+    # /dev/full answers every write with ENOSPC, as a full disk does.
+    (out / "log.csv").unlink()
+    (out / "log.csv").symlink_to("/dev/full")
+    capsys.readouterr()
+    assert main(["train", str(root), "--resume", "--set", "max_iteration=4"]) == 1
+    err = capsys.readouterr().err
+    assert "log.csv: cannot write (No space left on device)" in err and "Free disk space" in err
+    assert err.count("\n") == 1
+    assert (out / "checkpoint.pth.tar").read_bytes() == checkpoint
+
+
+def test_output_folder_blocked_by_a_file_is_a_clear_error(root, capsys):
+    # Running as root ignores permissions, so a chmod-ed folder would still be writable; a file in
+    # the way of the output folder is an unwritable output that holds for every user.
+    (root / "MODEL-tiny").write_text("not a folder")
+    assert main(["train", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert "MODEL-tiny: is a file" in err and "output_dir" in err
+    assert (root / "MODEL-tiny").read_text() == "not a folder"
+    assert not list(root.glob("MODEL-tiny-*"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")
+def test_read_only_data_folder_is_a_clear_error(root, capsys):
+    root.chmod(0o555)
+    try:
+        assert main(["train", str(root)]) == 1
+    finally:
+        root.chmod(0o755)
+    assert "cannot create the output folder" in capsys.readouterr().err
