@@ -29,6 +29,8 @@ from segtrain.labels import IGNORE
 from segtrain.logcsv import LogWriter
 from segtrain.metrics import confusion_matrix, scores
 from segtrain.models import build_model, resolve_backbone_weights
+from segtrain.progress import ProgressReporter
+from segtrain.run_outputs import RunOutputs
 from segtrain.sampling import EpochBatchSampler
 from segtrain.transforms import MEAN, STD, eval_transform, train_transform
 from segtrain.visualize import write_visualization
@@ -198,11 +200,6 @@ def validate(model, loader, criterion, cfg, n_classes, device, collect: int):
     return result, shown
 
 
-def format_duration(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print) -> Path:
     """Train on the folder ROOT with a resolved config; returns the output folder.
 
@@ -237,10 +234,11 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
     train_loader, sampler, valid_loader = make_loaders(spec, cfg, device)
     valid_set = valid_loader.dataset
     writer = LogWriter(out_dir / "log.csv")
+    outputs = RunOutputs(out_dir, cfg, spec, setup.colors, log)
+    reporter = ProgressReporter(cfg["max_iteration"], cfg["batch_size"], cfg["log_interval"], log)
 
     best_mean_iu = -math.inf
     start = time.perf_counter()
-    last_print, last_print_it = start, 0
     iteration, epoch = 0, 0
     batches = iter(train_loader)
     try:
@@ -251,9 +249,7 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
                 is_best = not math.isnan(result["mean_iu"]) and result["mean_iu"] > best_mean_iu
                 if is_best:
                     best_mean_iu = result["mean_iu"]
-                per_class = " ".join(f"{n} {v:.3f}" for n, v in zip(spec.class_names, result["iu"]))
-                log(f"valid @ {iteration}: mean_iu {result['mean_iu']:.4f} acc {result['acc']:.4f} "
-                    f"loss {result['loss']:.4g} | IoU {per_class}{'  (new best)' if is_best else ''}")
+                reporter.validation(iteration, result, spec.class_names, is_best)
                 samples = [(valid_set.load(i)[0], valid_set.load(i)[1], pred) for i, pred in shown]
                 write_visualization(out_dir / "visualization_viz" / f"iter{iteration:012d}.jpg", samples, setup.colors)
                 payload = checkpoint_payload(setup, cfg, optimizer, scheduler, iteration, epoch, best_mean_iu,
@@ -261,6 +257,7 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
                 save_atomic(payload, out_dir / "checkpoint.pth.tar")
                 if is_best:
                     save_atomic(payload, out_dir / "model_best.pth.tar")
+                outputs.validation(iteration, result, is_best)
             if iteration >= cfg["max_iteration"]:
                 break
             batch = next(batches)
@@ -277,15 +274,12 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
             row = scores(hist)
             row["loss"] = loss_value
             writer.row("train", epoch, iteration, row, time.perf_counter() - start)
+            outputs.train_step(iteration, row, optimizer.param_groups[0]["lr"])
             iteration += 1
-            if iteration % cfg["log_interval"] == 0 or iteration == 1 or iteration == cfg["max_iteration"]:
-                now = time.perf_counter()
-                speed = (iteration - last_print_it) * cfg["batch_size"] / max(now - last_print, 1e-9)
-                eta = (cfg["max_iteration"] - iteration) * cfg["batch_size"] / max(speed, 1e-9)
-                log(f"iter {iteration}/{cfg['max_iteration']} epoch {epoch} loss {loss_value:.4g} "
-                    f"lr {optimizer.param_groups[0]['lr']:.3g} | {speed:.1f} img/s | ETA {format_duration(eta)}")
-                last_print, last_print_it = now, iteration
+            reporter.iteration(iteration, epoch, loss_value, optimizer.param_groups[0]["lr"])
     finally:
+        reporter.close()
+        outputs.close()
         writer.close()
     log(f"done: best valid mean_iu {best_mean_iu:.4f}; model in {out_dir / 'model_best.pth.tar'}")
     return out_dir
