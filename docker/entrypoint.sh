@@ -7,23 +7,20 @@
 set -eu
 data="${SEGTRAIN_DATA:-/data}"
 
+needs_data=0
 if [ "$#" -eq 0 ]; then
     set -- train "$data"
+    needs_data=1
+else
+    case "$1" in
+        -h | --help | --version) ;;
+        -*)  # the original's form: train on the mounted folder unless --data names another
+            case " $* " in
+                *" --data "* | *" --data="*) ;;
+                *) set -- "$@" --data "$data"; needs_data=1 ;;
+            esac ;;
+    esac
 fi
-case "$1" in
-    train)
-        needs_data=1 ;;
-    -h | --help | --version)
-        needs_data=0 ;;
-    -*)
-        needs_data=1
-        case " $* " in
-            *" --data "* | *" --data="*) needs_data=0 ;;
-            *) set -- "$@" --data "$data" ;;
-        esac ;;
-    *)
-        needs_data=0 ;;
-esac
 if [ "$needs_data" = 1 ] && [ ! -d "$data" ]; then
     echo "error: no data folder at $data. Mount yours there: docker run -v /path/to/ROOT:$data IMAGE --config config.list" >&2
     exit 2

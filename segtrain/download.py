@@ -141,7 +141,8 @@ def download(name: str, dest: Path, url: str | None = None, archive: Path | None
     dest = Path(dest)
     taken = [d for d in ("train", "valid", "images") if (dest / d).exists()]
     if taken:
-        raise DownloadError(f"{dest}: already holds {', '.join(taken)}/; nothing was changed. Choose a new folder.")
+        held = ", ".join(d + "/" for d in taken)
+        raise DownloadError(f"{dest}: already holds {held}; nothing was changed. Choose a new folder.")
     log(dataset.terms)
     work = dest / "download"
     extracted = work / "extracted"
@@ -167,5 +168,8 @@ def download(name: str, dest: Path, url: str | None = None, archive: Path | None
     fallback = PRESETS[dataset.preset][1]
     starter.write_starter(starter.plan(dest, dataset.class_names, {"label_threshold": fallback["label_threshold"]}),
                           dataset.class_names, log)
-    log(f"the archive stays in {work} (delete it to save space).")
+    if any(work.iterdir()):
+        log(f"the downloaded archive stays in {work} (delete it to save space).")
+    else:
+        work.rmdir()
     return dest

@@ -80,9 +80,9 @@ def _swatch(color) -> str:
 def _cards(result: dict) -> str:
     cards = [("mean IoU", result["mean_iu"]), ("pixel accuracy", result["acc"]),
              ("class accuracy", result["acc_cls"]), ("fw. accuracy", result["fwavacc"]), ("loss", result["loss"])]
-    return '<div class="cards">' + "".join(
-        f'<div class="card">{escape(name)}<b>{_num(value, ".4g" if name == "loss" else ".4f")}</b></div>' for name, value in cards
-    ) + "</div>"
+    shown = "".join(f'<div class="card">{escape(name)}<b>{_num(value, ".4g" if name == "loss" else ".4f")}</b></div>'
+                    for name, value in cards)
+    return f'<div class="cards">{shown}</div>'
 
 
 def per_class_table(data: ReportData, result: dict) -> str:

@@ -42,7 +42,9 @@ class RunOutputs:
         self.log = log
         self.best: Validation | None = None
         self.failed_once = False
-        self.tensorboard = TensorBoardLog(self.out_dir / "tensorboard", spec.class_names, log) if cfg["tensorboard"] else None
+        self.tensorboard = None
+        if cfg["tensorboard"]:
+            self.tensorboard = TensorBoardLog(self.out_dir / "tensorboard", spec.class_names, log)
 
     def train_step(self, iteration: int, row: dict, lr: float) -> None:
         if self.tensorboard is not None:
