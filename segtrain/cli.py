@@ -9,6 +9,7 @@ from pathlib import Path
 
 from segtrain import __version__, interrupt
 from segtrain.config import describe_keys, load_config
+from segtrain.download import DATASETS
 from segtrain.errors import SegtrainError
 
 DEMO_CONFIG = {
@@ -34,6 +35,34 @@ EPILOG_TRAIN = """examples:
 
 config.list keys (JSON object; all optional):
 """ + describe_keys()
+
+
+EPILOG_MAIN = """examples:
+  segtrain download waggle_clouds ~/clouds   # the original example data, arranged, with a starter config
+  segtrain init ~/my_images                  # write a starter config.list (and class_names.list) for a folder
+  segtrain train ~/my_images                 # train; outputs in ~/my_images/MODEL-<output_dir>/
+  segtrain plot ~/my_images/MODEL-fcn_resnet18/log.csv
+  segtrain demo                              # a synthetic sky/cloud folder, trained in about a minute
+
+run 'segtrain COMMAND --help' for each command's examples. The original container's form also works:
+  segtrain --config config.list --image_type waggle_cloud [--data ROOT]"""
+
+EPILOG_INIT = """examples:
+  segtrain init ~/clouds          # prints what it found and what each written key means
+  segtrain init ~/clouds && segtrain train ~/clouds
+
+Writes ROOT/config.list and, when the masks reveal the classes, ROOT/class_names.list (and
+class_colors.list for colour masks). Existing files are kept; init then prints what it would write."""
+
+EPILOG_DOWNLOAD = """examples:
+  segtrain download waggle_clouds ~/clouds && segtrain train ~/clouds
+  segtrain download waggle_clouds ~/clouds --archive ~/Downloads/WaggleClouds.tar.gz   # offline
+
+The data comes with terms of use, printed before the download."""
+
+EPILOG_PLOT = """examples:
+  segtrain plot ~/clouds/MODEL-fcn_resnet18/log.csv                 # writes curves.png next to the log
+  segtrain plot old_run/log.csv --out old_run.png                    # also for the original tool's logs"""
 
 
 EPILOG_EVALUATE = """examples:
@@ -148,8 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="segtrain",
         description="Train semantic segmentation models on your own folder of images and masks.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="run 'segtrain COMMAND --help' for examples. The original container's form also works:\n"
-        "  segtrain --config config.list --image_type waggle_cloud [--data ROOT]",
+        epilog=EPILOG_MAIN,
     )
     parser.add_argument("--version", action="version", version=f"segtrain {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -203,6 +231,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-on", type=Path, help="images (file or folder) to verify on besides random inputs "
                    "(default: synthetic sky images)")
 
+    p = sub.add_parser("init", help="inspect a data folder and write a starter config.list and class_names.list",
+                       epilog=EPILOG_INIT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("root", type=Path, help="data folder with train/images + train/labels (or images/ + labels/)")
+
+    p = sub.add_parser("download", help="download an example dataset and arrange it for training",
+                       epilog=EPILOG_DOWNLOAD, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", choices=sorted(DATASETS), help="dataset name")
+    p.add_argument("dest", type=Path, help="folder to create the dataset in")
+    p.add_argument("--url", help="download from this URL instead of the published one (a mirror)")
+    p.add_argument("--archive", type=Path, help="use this already-downloaded archive instead of downloading")
+
+    p = sub.add_parser("plot", help="draw curves.png (loss, mean IoU, accuracy) from a log.csv",
+                       epilog=EPILOG_PLOT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("log", type=Path, help="a log.csv written by segtrain or the original tool")
+    p.add_argument("--out", type=Path, help="picture to write (default: curves.png next to the log)")
+
     p = sub.add_parser("demo", help="make a small synthetic sky/cloud folder and train on it (a few minutes on a CPU)",
                        epilog="example:\n  segtrain demo ./demo   # then open ./demo/MODEL-demo/",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -240,6 +284,21 @@ def run(argv: list[str]) -> int:
         return COMMANDS[args.command](args)
     if args.command == "check":
         return _check_command(args.root, args.config, args.overrides, args.image_type)
+    if args.command == "init":
+        from segtrain.starter import plan, write_starter
+
+        write_starter(plan(args.root))
+        return 0
+    if args.command == "download":
+        from segtrain.download import download
+
+        download(args.name, args.dest, url=args.url, archive=args.archive)
+        return 0
+    if args.command == "plot":
+        from segtrain.curves import plot_log
+
+        print(f"wrote {plot_log(args.log, args.out)}")
+        return 0
     if args.command == "demo":
         from segtrain.synthetic import write_sky_folder
 

@@ -50,6 +50,7 @@ KEYS: dict[str, tuple[Any, str]] = {
     "channels_last": (False, "channels_last memory format (faster on recent GPUs)"),
     "log_interval": (20, "print a progress line every this many iterations"),
     "max_visualizations": (9, "validation samples drawn in each visualization_viz tile"),
+    "tensorboard": (False, "also log to MODEL-<output_dir>/tensorboard (needs: pip install tensorboard)"),
 }
 
 MODES = ("train", "test")
@@ -165,7 +166,7 @@ def resolve(raw: dict[str, Any], source: str = "config.list") -> dict[str, Any]:
     if cfg["lr"] is None:
         cfg["lr"] = 0.01
     _number(cfg, "lr", source, minimum=0, exclusive=True)
-    for key in ("aux_loss", "augment", "amp", "channels_last", "sync_bn"):
+    for key in ("aux_loss", "augment", "amp", "channels_last", "sync_bn", "tensorboard"):
         if not isinstance(cfg[key], bool):
             raise ConfigError(f"{source}: key {key!r} must be true or false, got {cfg[key]!r}.")
     if cfg["pretrained_backbone"] not in (None, True, False):

@@ -130,12 +130,10 @@ def holdout(pairs: list[Pair], fraction: float, seed: int) -> tuple[list[Pair], 
     return [p for i, p in enumerate(pairs) if i not in valid_idx], [p for i, p in enumerate(pairs) if i in valid_idx]
 
 
-def inspect_root(root: Path, cfg: dict, class_names: list[str] | None = None) -> DataSpec:
-    """Find and check the data under ROOT (sizes from headers; mask encoding from a sample)."""
-    root = Path(root)
+def find_splits(root: Path, notes: list[str]) -> tuple[str, list[Pair], list[Pair]]:
+    """(layout, training pairs, validation pairs or [] when there is no valid/ folder)."""
     if not root.is_dir():
         raise DatasetError(f"{root}: data folder not found. Pass the folder that holds train/ and class_names.list.")
-    notes: list[str] = []
     if (root / "train").is_dir():
         layout = "train/ (+ valid/)"
         train = find_pairs(root / "train" / "images", root / "train" / "labels", notes)
@@ -147,8 +145,18 @@ def inspect_root(root: Path, cfg: dict, class_names: list[str] | None = None) ->
             f"{root}: no train/images folder (nor the flat images/ + labels/ layout). "
             "Put training images in ROOT/train/images and their masks in ROOT/train/labels."
         )
+    valid = []
     if (root / "valid" / "images").is_dir() and layout.startswith("train"):
         valid = find_pairs(root / "valid" / "images", root / "valid" / "labels", notes)
+    return layout, train, valid
+
+
+def inspect_root(root: Path, cfg: dict, class_names: list[str] | None = None) -> DataSpec:
+    """Find and check the data under ROOT (sizes from headers; mask encoding from a sample)."""
+    root = Path(root)
+    notes: list[str] = []
+    layout, train, valid = find_splits(root, notes)
+    if valid:
         valid_source = f"{root / 'valid'}"
     else:
         train, valid = holdout(train, cfg["valid_fraction"], cfg["seed"])

@@ -29,8 +29,10 @@ from segtrain.labels import IGNORE
 from segtrain.logcsv import LogWriter, keep_rows_through
 from segtrain.metrics import confusion_matrix, scores
 from segtrain.models import build_model, resolve_backbone_weights
+from segtrain.progress import ProgressReporter
 from segtrain.resume import (CHECKPOINT_NAME, Progress, check_compatible, checkpoint_to_resume, read_resumable,
                              restore, restore_rng, resume_state)
+from segtrain.run_outputs import RunOutputs
 from segtrain.sampling import EpochBatchSampler, ShardedBatches, sample_position
 from segtrain.transforms import MEAN, STD, eval_transform, train_transform
 from segtrain.visualize import write_visualization
@@ -236,11 +238,6 @@ def validate(model, loader, criterion, cfg, n_classes, device, collect: int,
     return result, shown
 
 
-def format_duration(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 def resume_hint(root: Path, checkpoint: Path, cfg: dict) -> str:
     given = "" if checkpoint == root / f"MODEL-{cfg['output_dir']}" / CHECKPOINT_NAME else f" {checkpoint}"
     return f"checkpoint saved: {checkpoint}. To continue, run the same command with --resume{given} added."
@@ -310,11 +307,14 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
         restore_rng(ckpt["resume"]["rng"])  # after the loader drew its seed, as the first run's had before
     valid_set = valid_loader.dataset
     writer = LogWriter(out_dir / "log.csv") if ctx.is_main else None
+    if ctx.is_main:
+        outputs = RunOutputs(out_dir, cfg, spec, setup.colors, log)
+        reporter = ProgressReporter(cfg["max_iteration"], cfg["batch_size"], cfg["log_interval"], log,
+                                    start_iteration=progress.iteration)
 
     iteration, epoch, best_mean_iu, validated = progress.iteration, progress.epoch, progress.best_mean_iu, progress.validated
     start_iteration, result = iteration, ckpt.get("valid_metrics") if ckpt is not None else None
     start = time.perf_counter() - progress.elapsed
-    last_print, last_print_it = time.perf_counter(), iteration
     if start_iteration == cfg["max_iteration"] and validated == iteration:
         log(f"the run already reached max_iteration {iteration}; to extend it, raise max_iteration "
             f"(e.g. --set max_iteration={2 * iteration}).")
@@ -350,9 +350,7 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
                     best_mean_iu = result["mean_iu"]
                 if ctx.is_main:
                     writer.row("valid", epoch, iteration, result, time.perf_counter() - start)
-                    per_class = " ".join(f"{n} {v:.3f}" for n, v in zip(spec.class_names, result["iu"]))
-                    log(f"valid @ {iteration}: mean_iu {result['mean_iu']:.4f} acc {result['acc']:.4f} "
-                        f"loss {result['loss']:.4g} | IoU {per_class}{'  (new best)' if is_best else ''}")
+                    reporter.validation(iteration, result, spec.class_names, is_best)
                     samples = [(valid_set.load(i)[0], valid_set.load(i)[1], pred) for i, pred in shown]
                     write_visualization(out_dir / "visualization_viz" / f"iter{iteration:012d}.jpg", samples,
                                         setup.colors)
@@ -360,6 +358,7 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
                     if is_best:  # best first: a crash between the two leaves the best no older than the latest
                         save_atomic(payload, out_dir / "model_best.pth.tar")
                     save_atomic(payload, out_dir / CHECKPOINT_NAME)
+                    outputs.validation(iteration, result, is_best)
             if iteration >= cfg["max_iteration"]:
                 break
             batch = next(batches)
@@ -381,16 +380,14 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
                 row = scores(hist)
                 row["loss"] = loss_value
                 writer.row("train", epoch, iteration, row, time.perf_counter() - start)
+                outputs.train_step(iteration, row, optimizer.param_groups[0]["lr"])
             iteration += 1
-            if iteration % cfg["log_interval"] == 0 or iteration == 1 or iteration == cfg["max_iteration"]:
-                now = time.perf_counter()
-                speed = (iteration - last_print_it) * cfg["batch_size"] / max(now - last_print, 1e-9)
-                eta = (cfg["max_iteration"] - iteration) * cfg["batch_size"] / max(speed, 1e-9)
-                log(f"iter {iteration}/{cfg['max_iteration']} epoch {epoch} loss {loss_value:.4g} "
-                    f"lr {optimizer.param_groups[0]['lr']:.3g} | {speed:.1f} img/s | ETA {format_duration(eta)}")
-                last_print, last_print_it = now, iteration
+            if ctx.is_main:
+                reporter.iteration(iteration, epoch, loss_value, optimizer.param_groups[0]["lr"])
     finally:
-        if writer is not None:
+        if ctx.is_main:
+            reporter.close()
+            outputs.close()
             writer.close()
         distributed.shutdown(ctx)
     if ctx.is_main:

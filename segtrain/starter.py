@@ -1,0 +1,184 @@
+"""`segtrain init`: look at a folder and write a starter config.list and class_names.list.
+
+What the masks reveal decides the classes: grey masks with values 0..k-1 hold k classes, masks with
+only 0 and 255 hold two, a handful of other grey levels or colours are one class each (then
+class_colors.list says which level or colour is which). Names are neutral (class0, class1, ...),
+since a mask cannot tell what a class means; init says which mask value each name stands for so
+the user can rename them. Existing files are never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from segtrain.classes import read_class_names
+from segtrain.config import KEYS, resolve
+from segtrain.dataset import check_sizes, find_splits
+from segtrain.errors import DatasetError
+from segtrain.labels import DETECTION_SAMPLE, LOSSY_SUFFIXES, _sample, detect_decoder, read_mask
+
+MAX_GUESSED_LEVELS = 16  # more distinct values than this look like a photo or lossy noise, not classes
+DEFAULT_INPUT_SIDE = 512  # large or mixed-size images are trained at this size
+
+
+@dataclass
+class ClassGuess:
+    names: list[str]
+    colors: list[list[int]] | None  # for class_colors.list, when masks use levels other than 0..k-1
+    meaning: list[str]  # "class0 = mask value 0", ...
+
+
+@dataclass
+class Starter:
+    root: Path
+    config: dict
+    classes: ClassGuess | None
+    found: list[str] = field(default_factory=list)  # what was seen, for the user
+    problems: list[str] = field(default_factory=list)
+
+
+def guess_classes(label_paths: list[Path]) -> tuple[ClassGuess | None, str]:
+    """The classes a sample of masks reveals, or None and the reason."""
+    lossy = any(p.suffix.lower() in LOSSY_SUFFIXES for p in label_paths)
+    greys: set[int] = set()
+    colours: set[tuple[int, int, int]] = set()
+    for path in _sample(label_paths, DETECTION_SAMPLE):
+        raw = read_mask(path)
+        if raw.ndim == 3:
+            colours.update(map(tuple, np.unique(raw.reshape(-1, 3), axis=0).tolist()))
+        else:
+            greys.update(int(v) for v in np.unique(raw))
+    if colours:
+        if lossy or len(colours) > MAX_GUESSED_LEVELS:
+            return None, (f"colour masks with {len(colours)} distinct colours"
+                          + (" (JPEG)" if lossy else "") + "; cannot tell the classes")
+        ordered = sorted(colours)
+        names = [f"class{k}" for k in range(len(ordered))]
+        return ClassGuess(names, [list(c) for c in ordered],
+                          [f"{n} = colour {' '.join(map(str, c))}" for n, c in zip(names, ordered)]), ""
+    if lossy:
+        if greys and all(v < 64 or v > 191 for v in greys):  # JPEG noise around 0 and 255
+            return ClassGuess(["class0", "class1"], None,
+                              ["class0 = dark mask pixels (about 0)", "class1 = bright mask pixels (about 255)"]), ""
+        return None, "JPEG (lossy) grey masks with many levels; cannot tell the classes"
+    if len(greys) < 2:
+        return None, f"every sampled mask holds only the value {min(greys, default=0)}; cannot tell the classes"
+    if greys == {0, 255}:
+        return ClassGuess(["class0", "class1"], None, ["class0 = mask value 0", "class1 = mask value 255"]), ""
+    if max(greys) < MAX_GUESSED_LEVELS:
+        names = [f"class{k}" for k in range(max(greys) + 1)]
+        return ClassGuess(names, None, [f"{n} = mask value {k}" for k, n in enumerate(names)]), ""
+    if len(greys) <= MAX_GUESSED_LEVELS:
+        ordered = sorted(greys)
+        names = [f"class{k}" for k in range(len(ordered))]
+        return ClassGuess(names, [[v, v, v] for v in ordered],
+                          [f"{n} = mask value {v}" for n, v in zip(names, ordered)]), ""
+    return None, f"grey masks with {len(greys)} distinct values; cannot tell the classes"
+
+
+def input_size(sizes: set[tuple[int, int]]) -> int | None:
+    """Native size when all images share one modest size, else a common square size."""
+    if len(sizes) == 1 and max(next(iter(sizes))) <= DEFAULT_INPUT_SIDE:
+        return None
+    smallest = min(min(hw) for hw in sizes)
+    return max(32, min(DEFAULT_INPUT_SIDE, smallest // 32 * 32))
+
+
+def plan(root: Path, class_names: list[str] | None = None, fallback: dict | None = None) -> Starter:
+    """Inspect ROOT. class_names, when given, are the classes (as `download` knows them); fallback
+    holds config keys to add when the masks only fit those classes with them (a preset's rule)."""
+    root = Path(root)
+    notes: list[str] = []
+    layout, train, valid = find_splits(root, notes)
+    sizes = check_sizes(train + valid)
+    labels = [p.label for p in train + valid]
+    found = notes + [
+        f"layout: {layout}; {len(train)} training and "
+        + (f"{len(valid)} validation pairs" if valid else "no validation pairs (20% of training will be held out)"),
+        "image sizes (w x h): " + ", ".join(f"{w}x{h}" for h, w in sorted(sizes)[:4]) + (" ..." if len(sizes) > 4 else ""),
+    ]
+    problems: list[str] = []
+    classes = None
+    names_file = root / "class_names.list"
+    if names_file.is_file():
+        class_names = read_class_names(names_file)
+        found.append(f"class_names.list: {', '.join(class_names)}")
+    elif class_names is None:
+        classes, reason = guess_classes(labels)
+        if classes is None:
+            problems.append(f"{reason}. Write class_names.list yourself: one class name per line, in class-index order.")
+        else:
+            class_names = classes.names
+
+    n_train = len(train) - (0 if valid else round(len(train) * KEYS["valid_fraction"][0]))
+    config = {
+        "model": "fcn_resnet18",
+        "max_iteration": 2000,
+        "interval_validate": 200,
+        "batch_size": max(1, min(4, n_train)),
+        "lr": 0.01,
+        "image_size": input_size(sizes),
+        "augment": True,
+        "n_workers": min(2, os.cpu_count() or 1),
+        "output_dir": "fcn_resnet18",
+    }
+    if class_names is not None:
+        colors = classes.colors if classes is not None else None
+        try:
+            decoder = detect_decoder(labels, class_names, colors)
+        except DatasetError as e:
+            if not fallback:
+                problems.append(str(e))
+                decoder = None
+            else:
+                decoder = detect_decoder(labels, class_names, colors, threshold=fallback.get("label_threshold"))
+                config.update(fallback)
+        if decoder is not None:
+            found.append(f"labels: {decoder.describe()}")
+    resolve(config, "starter config")  # what init writes must be what train and check accept
+    return Starter(root, config, classes, found, problems)
+
+
+def _write_new(path: Path, text: str) -> bool:
+    """Create path with text; False (and nothing written) when it already exists."""
+    try:
+        with open(path, "x", encoding="utf-8") as f:
+            f.write(text)
+    except FileExistsError:
+        return False
+    return True
+
+
+def write_starter(starter: Starter, class_names: list[str] | None = None, log=print) -> None:
+    """Write config.list, class_names.list and class_colors.list where absent; say what each holds."""
+    root = starter.root
+    for line in starter.found:
+        log(line)
+    for problem in starter.problems:
+        log(f"problem: {problem}")
+    names = class_names or (starter.classes.names if starter.classes else None)
+    if names is not None:
+        wrote = _write_new(root / "class_names.list", "\n".join(names) + "\n")
+        log(f"{'wrote' if wrote else 'kept the existing'} {root / 'class_names.list'}"
+            + (f": {', '.join(names)}" if wrote else ""))
+        if wrote and starter.classes is not None:
+            for meaning in starter.classes.meaning:
+                log(f"  {meaning}")
+            log("  rename them to what they are (e.g. sky, cloud); keep the order.")
+    if starter.classes is not None and starter.classes.colors is not None:
+        text = "".join(" ".join(map(str, c)) + "\n" for c in starter.classes.colors)
+        wrote = _write_new(root / "class_colors.list", text)
+        log(f"{'wrote' if wrote else 'kept the existing'} {root / 'class_colors.list'} (mask colour of each class)")
+    text = json.dumps(starter.config, indent=4) + "\n"
+    if _write_new(root / "config.list", text):
+        log(f"wrote {root / 'config.list'}:")
+    else:
+        log(f"kept the existing {root / 'config.list'}; a starter config for this folder would be:")
+    for key, value in starter.config.items():
+        log(f"  {json.dumps(key) + ':':22s} {json.dumps(value):16s} {KEYS[key][1]}")
+    log("other keys and their defaults: segtrain train --help. Next: segtrain train " + str(root))
