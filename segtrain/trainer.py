@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from segtrain import __version__
+from segtrain.cache import fill_cache
 from segtrain.checkpoint import load_weights, read_checkpoint, save_atomic
 from segtrain.classes import voc_colormap
 from segtrain.dataset import DataSpec, SegmentationDataset, collate_eval, inspect_root
@@ -135,16 +136,20 @@ def build_for_training(root: Path, cfg: dict, class_names: list[str] | None = No
     return Setup(spec, model, device, colors)
 
 
-def make_loaders(spec: DataSpec, cfg: dict, device: torch.device, start_epoch=0, start_batch=0, rank=0, world=1):
+def make_loaders(spec: DataSpec, cfg: dict, device: torch.device, start_epoch=0, start_batch=0, rank=0, world=1,
+                 log=print):
     workers = cfg["n_workers"]
     train_set = SegmentationDataset(
         spec.train, spec.decoder, train_transform(cfg["image_size"], cfg["augment"]), train=True, seed=cfg["seed"]
     )
+    valid_set = SegmentationDataset(spec.valid, spec.decoder, eval_transform(cfg["image_size"]), train=False)
+    if cfg["cache_mb"] > 0:  # before any worker forks, so workers share the decoded arrays
+        cached, total, used = fill_cache([train_set, valid_set], cfg["cache_mb"])
+        log(f"cache: {cached}/{total} images decoded into memory ({used / 2**20:.0f} MB of cache_mb {cfg['cache_mb']:g})")
     sampler = EpochBatchSampler(len(train_set), cfg["batch_size"], cfg["seed"], start_epoch, start_batch, rank, world)
     pin = device.type == "cuda"
     train_loader = DataLoader(train_set, batch_sampler=sampler, num_workers=workers, pin_memory=pin,
                               persistent_workers=workers > 0)
-    valid_set = SegmentationDataset(spec.valid, spec.decoder, eval_transform(cfg["image_size"]), train=False)
     # At native size, images of different sizes cannot share a batch.
     valid_batch = cfg["batch_size"] if cfg["image_size"] is not None or len(spec.sizes["valid"]) == 1 else 1
     valid_loader = DataLoader(valid_set, batch_size=valid_batch, shuffle=False, num_workers=min(workers, 1),
@@ -178,22 +183,26 @@ def validate(model, loader, criterion, cfg, n_classes, device, collect: int):
     was_training = model.training
     model.eval()
     hist = torch.zeros(n_classes, n_classes, dtype=torch.long, device=device)
-    loss_total, loss_count = 0.0, 0
+    # Sums stay on the device and are read once at the end: no wait for the GPU per image.
+    loss_total = torch.zeros((), dtype=torch.float64, device=device)
+    loss_count = torch.zeros((), dtype=torch.long, device=device)
     shown: list[tuple[int, np.ndarray]] = []
-    for images, masks, indices in loader:
-        logits = native_logits(model, images, [m.shape for m in masks], cfg["amp"], cfg["channels_last"])
-        for one, mask, index in zip(logits, masks, indices):
-            mask = mask.to(device)
-            pred = one.argmax(0)
-            hist += confusion_matrix(mask, pred, n_classes)
-            if (mask != IGNORE).any():
-                loss_total += float(criterion(one[None], mask[None]))
-                loss_count += 1
-            if len(shown) < collect:
-                shown.append((index, pred.to(torch.uint8).cpu().numpy()))
+    with torch.inference_mode():
+        for images, masks, indices in loader:
+            logits = native_logits(model, images, [m.shape for m in masks], cfg["amp"], cfg["channels_last"])
+            for one, mask, index in zip(logits, masks, indices):
+                mask = mask.to(device, non_blocking=True)
+                pred = one.argmax(0)
+                hist += confusion_matrix(mask, pred, n_classes)
+                labelled = (mask != IGNORE).any()  # a wholly ignored mask has no loss (mean would be NaN)
+                loss_total += torch.where(labelled, criterion(one[None], mask[None]), 0.0)
+                loss_count += labelled
+                if len(shown) < collect:
+                    shown.append((index, pred.to(torch.uint8).cpu().numpy()))
     model.train(was_training)
     result = scores(hist)
-    result["loss"] = loss_total / loss_count if loss_count else math.nan
+    count = int(loss_count)
+    result["loss"] = float(loss_total) / count if count else math.nan
     result["confusion_matrix"] = hist.cpu().tolist()
     return result, shown
 
@@ -209,6 +218,9 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
     class_names, when given (an --image_type preset), stand in for a missing class_names.list.
     """
     root = Path(root)
+    if cfg["threads"] is not None:
+        # With other busy processes on the cores, each parallel op waits for its slowest thread.
+        torch.set_num_threads(cfg["threads"])
     seed_everything(cfg["seed"])
     setup = build_for_training(root, cfg, class_names, log)
     spec, model, device = setup.spec, setup.model, setup.device
@@ -234,7 +246,7 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
     fp16 = cfg["amp"] and device.type == "cuda" and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler(device.type, enabled=fp16)
     criterion = make_criterion(cfg)
-    train_loader, sampler, valid_loader = make_loaders(spec, cfg, device)
+    train_loader, sampler, valid_loader = make_loaders(spec, cfg, device, log=log)
     valid_set = valid_loader.dataset
     writer = LogWriter(out_dir / "log.csv")
 
@@ -254,7 +266,7 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
                 per_class = " ".join(f"{n} {v:.3f}" for n, v in zip(spec.class_names, result["iu"]))
                 log(f"valid @ {iteration}: mean_iu {result['mean_iu']:.4f} acc {result['acc']:.4f} "
                     f"loss {result['loss']:.4g} | IoU {per_class}{'  (new best)' if is_best else ''}")
-                samples = [(valid_set.load(i)[0], valid_set.load(i)[1], pred) for i, pred in shown]
+                samples = [(*valid_set.load(i), pred) for i, pred in shown]
                 write_visualization(out_dir / "visualization_viz" / f"iter{iteration:012d}.jpg", samples, setup.colors)
                 payload = checkpoint_payload(setup, cfg, optimizer, scheduler, iteration, epoch, best_mean_iu,
                                              result, time.perf_counter() - start)
