@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import segtrain  # noqa: F401  (before torch: sets the OpenMP wait policy)
 import torch
 
 REPO = Path(__file__).resolve().parents[1]

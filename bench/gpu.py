@@ -12,13 +12,13 @@ the same code paths tiny on the CPU (what the test suite does).
 
 from __future__ import annotations
 
+from common import median, parser, report, table  # first: segtrain sets up OpenMP before torch loads
 import sys
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import median, parser, report, table
 from segtrain.config import resolve
 from segtrain.models import build_model
 from segtrain.trainer import make_criterion, poly_lambda, train_step

@@ -11,6 +11,7 @@ them).
 
 from __future__ import annotations
 
+from common import median, parser, peak_rss_mb, report, table  # first: segtrain sets up OpenMP before torch loads
 import tempfile
 import time
 import warnings
@@ -19,7 +20,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from common import median, parser, peak_rss_mb, report, table
 from segtrain.models import build_model
 
 MODELS = ["fcn_resnet50", "lraspp_mobilenet_v3_large"]

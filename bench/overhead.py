@@ -13,6 +13,7 @@ warm-up. Augmentation is off so both sides train on the same pixels.
 
 from __future__ import annotations
 
+from common import median, parser, peak_rss_mb, report, table  # first: segtrain sets up OpenMP before torch loads
 import csv
 import shutil
 import tempfile
@@ -22,7 +23,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from common import median, parser, peak_rss_mb, report, table
 from segtrain.config import resolve
 from segtrain.dataset import SegmentationDataset, inspect_root
 from segtrain.models import build_model
@@ -76,6 +76,8 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--smoke", action="store_true", help="CI smoke test: one tiny model, a few iterations")
     p.add_argument("--workers", type=int, nargs="+", default=None, help="n_workers values for segtrain")
+    p.add_argument("--models", nargs="+", choices=MODELS, default=None)
+    p.add_argument("--iterations", type=int, default=None, help="per run (default: 10 quick, 25 full)")
     args = p.parse_args()
     if args.smoke:
         models, size, iterations, rounds, workers = MODELS[:1], 32, 5, 1, [0]
@@ -84,6 +86,8 @@ def main() -> None:
     else:
         models, size, iterations, rounds, workers = MODELS, 128, 25, 3, [2, 0]
     workers = args.workers or workers
+    models = args.models or models
+    iterations = args.iterations or iterations
     tmp = Path(tempfile.mkdtemp(prefix="segtrain-overhead-"))
     root = write_sky_folder(tmp / "data", n_train=16, n_valid=2, size=size)
     rows, raw = [], {}

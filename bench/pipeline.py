@@ -10,11 +10,13 @@ model; the model side trains on one batch held in memory. The sides alternate in
 
 from __future__ import annotations
 
+from common import data_folder, median, parser, peak_rss_mb, report, table  # first: segtrain sets up OpenMP before torch loads
+import dataclasses
+import os
 import time
 
 import torch
 
-from common import data_folder, median, parser, peak_rss_mb, report, table
 from segtrain.config import resolve
 from segtrain.dataset import inspect_root
 from segtrain.models import build_model
@@ -23,8 +25,14 @@ from segtrain.trainer import make_criterion, make_loaders
 BATCH = 8
 
 
-def loader_rate(cfg: dict, spec, batches: int) -> tuple[float, float]:
-    """(images/s over `batches` batches after the first, seconds to build the loader incl. cache)."""
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def loader_rate(cfg: dict, spec, batches: int) -> tuple[float, float, float]:
+    """(images/s over `batches` batches after the first, seconds to build the loader incl. cache,
+    this process's resident MB while the loader is alive)."""
     start = time.perf_counter()
     loader, _, _ = make_loaders(spec, cfg, torch.device("cpu"), log=lambda *_: None)
     it = iter(loader)
@@ -34,8 +42,9 @@ def loader_rate(cfg: dict, spec, batches: int) -> tuple[float, float]:
     for _ in range(batches):
         next(it)
     rate = batches * cfg["batch_size"] / (time.perf_counter() - start)
+    resident = rss_mb()
     del it, loader
-    return rate, setup
+    return rate, setup, resident
 
 
 def model_rate(cfg: dict, steps: int) -> float:
@@ -62,31 +71,35 @@ def main() -> None:
     args = p.parse_args()
     default = resolve({})
     sizes = args.sizes or [600, default["image_size"][0]]
-    batches, rounds = (6, 2) if args.quick else (15, 3)
+    batches, rounds, images = (6, 2, 64) if args.quick else (15, 3, 400)
     root = data_folder("swimseg")
     rows, raw = [], {}
     for size in sizes:
         base = {"image_size": size, "batch_size": BATCH, "pretrained_backbone": False}
         spec = inspect_root(root, resolve(base))
+        # The loader's rate does not depend on how many images there are; the cache fill does.
+        spec = dataclasses.replace(spec, train=spec.train[:images], valid=spec.valid[:1])
         variants = {f"n_workers {w}, cache {'on' if c else 'off'}": {**base, "n_workers": w, "cache_mb": c}
                     for w in (default["n_workers"], 0) for c in (default["cache_mb"], 0)}
         rates = {name: [] for name in variants}
         setups = {name: [] for name in variants}
+        resident = {name: [] for name in variants}
         model_rates = []
         for _ in range(rounds):
             for name, raw_cfg in variants.items():
-                rate, setup = loader_rate(resolve(raw_cfg, "bench"), spec, batches)
+                rate, setup, rss = loader_rate(resolve(raw_cfg, "bench"), spec, batches)
                 rates[name].append(rate)
                 setups[name].append(setup)
+                resident[name].append(rss)
             model_rates.append(model_rate(resolve(base, "bench"), 2 if size > 300 else 4))
         model_speed = median(model_rates)
         for name in variants:
             rows.append([size, name, median(rates[name]), median(setups[name]), f"{model_speed:.3g}",
-                         f"{median(rates[name]) / model_speed:.1f}"])
-        raw[size] = {"loader": rates, "setup_s": setups, "model": model_rates}
-    text = table(["px", "loader", "loader img/s", "set-up s", f"{default['model']} train img/s", "loader/model"],
-                 rows)
-    text += (f"\n\nswimseg train split (600x600 PNG), batch {BATCH}, segtrain's training transform (scale-crop, "
+                         f"{median(rates[name]) / model_speed:.1f}", f"{max(resident[name]):.0f}"])
+        raw[size] = {"loader": rates, "setup_s": setups, "model": model_rates, "rss_mb": resident}
+    text = table(["px", "loader", "loader img/s", "set-up s", f"{default['model']} train img/s", "loader/model",
+                  "RSS MB"], rows)
+    text += (f"\n\n{images} images of the swimseg train split (600x600 PNG), batch {BATCH}, segtrain's training transform (scale-crop, "
              f"flips, colour jitter); medians of {rounds} alternating rounds of {batches} batches. Set-up = "
              f"building the loader, filling the cache, starting workers, first batch. Peak RSS of this "
              f"process {peak_rss_mb():.0f} MB.")

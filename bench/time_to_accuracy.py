@@ -21,13 +21,13 @@ run at different times (the machine is shared) and plotted together.
 
 from __future__ import annotations
 
+from common import RESULTS, data_folder, machine, parser, peak_rss_mb, report, table  # first: segtrain sets up OpenMP before torch loads
 import csv
 import json
 import shutil
 import statistics
 from pathlib import Path
 
-from common import RESULTS, data_folder, machine, parser, peak_rss_mb, report, table
 from segtrain.config import resolve
 from segtrain.trainer import train
 
@@ -39,7 +39,9 @@ RECIPES = {
                   "lr_schedule": "poly", "loss_reduction": "mean"},
 }
 THRESHOLDS = (0.8, 0.85, 0.9)
-VALIDATIONS = 10  # points per curve
+# Validations after the start, per recipe: native 600 px validation of the big models costs
+# minutes each on two cores, so those curves get fewer points.
+VALIDATIONS = {"default": 10, "original": 1, "reference": 3}
 
 
 def seconds_per_iteration(root: Path, cfg: dict, iterations: int = 6) -> float:
@@ -94,7 +96,7 @@ def run_recipe(name: str, minutes: float, valid_limit: int | None, tag: str) -> 
     cfg = resolve(raw, f"recipe {name}")
     seconds = seconds_per_iteration(root, cfg, 4 if cfg["image_size"] is None else 8)
     iterations = max(2, int(minutes * 60 / seconds))
-    cfg.update(max_iteration=iterations, interval_validate=max(1, -(-iterations // VALIDATIONS)))
+    cfg.update(max_iteration=iterations, interval_validate=max(1, -(-iterations // VALIDATIONS[name])))
     meta = {"recipe": name, "minutes": minutes, "config": cfg, "seconds_per_iteration_estimate": seconds,
             "machine": machine(), "valid_images": len(list((root / "valid" / "images").iterdir()))}
     (root / "run.json").write_text(json.dumps(meta, indent=1))

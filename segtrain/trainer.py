@@ -146,6 +146,13 @@ def make_loaders(spec: DataSpec, cfg: dict, device: torch.device, start_epoch=0,
     if cfg["cache_mb"] > 0:  # before any worker forks, so workers share the decoded arrays
         cached, total, used = fill_cache([train_set, valid_set], cfg["cache_mb"])
         log(f"cache: {cached}/{total} images decoded into memory ({used / 2**20:.0f} MB of cache_mb {cfg['cache_mb']:g})")
+        if workers and cached == total and not cfg["augment"] and device.type == "cpu":
+            # A sample is then a cheap resize of arrays in memory: workers have nothing to hide behind
+            # the model's step and only add the hand-off and a process competing for its cores
+            # (bench/overhead.py: 8-18% per iteration on 2 cores).
+            log(f"note: all images are in memory and augmentation is off; loading in this process "
+                f"instead of {workers} worker(s).")
+            workers = 0
     sampler = EpochBatchSampler(len(train_set), cfg["batch_size"], cfg["seed"], start_epoch, start_batch, rank, world)
     pin = device.type == "cuda"
     train_loader = DataLoader(train_set, batch_sampler=sampler, num_workers=workers, pin_memory=pin,

@@ -49,3 +49,12 @@ def test_image_size_absent_means_the_default_size_except_for_the_original_recipe
     assert resolve({"lr": 1e-10})["image_size"] is None  # the original trained at native size
     assert resolve({"image_size": None})["image_size"] is None  # explicit null is native, as before
     assert resolve({"cache_mb": 0})["cache_mb"] == 0
+
+
+def test_cached_data_without_augmentation_loads_in_the_main_process_on_the_cpu(tmp_path):
+    root = write_sky_folder(tmp_path / "d", n_train=8, n_valid=2, size=32)
+    lines = []
+    cfg = resolve(tiny_config(max_iteration=2, interval_validate=2, augment=False, n_workers=2, batch_size=2))
+    train(root, cfg, log=lines.append)
+    assert any("loading in this process instead of 2 worker(s)" in line for line in lines)
+    assert any(line.startswith("cache: 10/10 images") for line in lines)
