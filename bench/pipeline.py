@@ -10,10 +10,13 @@ model; the model side trains on one batch held in memory. The sides alternate in
 
 from __future__ import annotations
 
-from common import data_folder, median, parser, peak_rss_mb, report, table  # first: segtrain sets up OpenMP before torch loads
+from common import data_folder, median, parser, report, table  # first: segtrain sets up OpenMP before torch loads
 import dataclasses
-import os
+import resource
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -25,14 +28,8 @@ from segtrain.trainer import make_criterion, make_loaders
 BATCH = 8
 
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def loader_rate(cfg: dict, spec, batches: int) -> tuple[float, float, float]:
-    """(images/s over `batches` batches after the first, seconds to build the loader incl. cache,
-    this process's resident MB while the loader is alive)."""
+def loader_rate(cfg: dict, spec, batches: int) -> tuple[float, float]:
+    """(images/s over `batches` batches after the first, seconds to build the loader incl. cache)."""
     start = time.perf_counter()
     loader, _, _ = make_loaders(spec, cfg, torch.device("cpu"), log=lambda *_: None)
     it = iter(loader)
@@ -42,9 +39,37 @@ def loader_rate(cfg: dict, spec, batches: int) -> tuple[float, float, float]:
     for _ in range(batches):
         next(it)
     rate = batches * cfg["batch_size"] / (time.perf_counter() - start)
-    resident = rss_mb()
     del it, loader
-    return rate, setup, resident
+    return rate, setup
+
+
+def epoch_peak_rss(images: int, cache_mb: float) -> tuple[float, float]:
+    """(peak RSS MB of the main process, of the largest worker) over one epoch of the default
+    loader on `images` swimseg images, in a fresh process so nothing else is counted."""
+    code = f"""
+import sys, resource, dataclasses, torch
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from pipeline import epoch_child
+epoch_child({images}, {cache_mb})
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    main_mb, worker_mb = out.split()[-2:]
+    return float(main_mb), float(worker_mb)
+
+
+def epoch_child(images: int, cache_mb: float) -> None:
+    cfg = resolve({"cache_mb": cache_mb, "pretrained_backbone": False}, "bench")
+    spec = inspect_root(data_folder("swimseg"), cfg)
+    spec = dataclasses.replace(spec, train=spec.train[:images], valid=spec.valid[:1])
+    loader, sampler, _ = make_loaders(spec, cfg, torch.device("cpu"), log=lambda *_: None)
+    it = iter(loader)
+    for _ in range(sampler.batches_per_epoch):
+        next(it)
+    del it, loader  # persistent workers exit here, so their peak is in RUSAGE_CHILDREN
+    # VmHWM, not ru_maxrss: the latter survives exec and would report the benchmark's own peak.
+    with open("/proc/self/status") as f:
+        hwm_kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    print(hwm_kb / 1024, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
 
 
 def model_rate(cfg: dict, steps: int) -> float:
@@ -83,26 +108,32 @@ def main() -> None:
                     for w in (default["n_workers"], 0) for c in (default["cache_mb"], 0)}
         rates = {name: [] for name in variants}
         setups = {name: [] for name in variants}
-        resident = {name: [] for name in variants}
         model_rates = []
         for _ in range(rounds):
             for name, raw_cfg in variants.items():
-                rate, setup, rss = loader_rate(resolve(raw_cfg, "bench"), spec, batches)
+                rate, setup = loader_rate(resolve(raw_cfg, "bench"), spec, batches)
                 rates[name].append(rate)
                 setups[name].append(setup)
-                resident[name].append(rss)
             model_rates.append(model_rate(resolve(base, "bench"), 2 if size > 300 else 4))
         model_speed = median(model_rates)
         for name in variants:
             rows.append([size, name, median(rates[name]), median(setups[name]), f"{model_speed:.3g}",
-                         f"{median(rates[name]) / model_speed:.1f}", f"{max(resident[name]):.0f}"])
-        raw[size] = {"loader": rates, "setup_s": setups, "model": model_rates, "rss_mb": resident}
-    text = table(["px", "loader", "loader img/s", "set-up s", f"{default['model']} train img/s", "loader/model",
-                  "RSS MB"], rows)
+                         f"{median(rates[name]) / model_speed:.1f}"])
+        raw[size] = {"loader": rates, "setup_s": setups, "model": model_rates}
+    text = table(["px", "loader", "loader img/s", "set-up s", f"{default['model']} train img/s", "loader/model"],
+                 rows)
     text += (f"\n\n{images} images of the swimseg train split (600x600 PNG), batch {BATCH}, segtrain's training transform (scale-crop, "
              f"flips, colour jitter); medians of {rounds} alternating rounds of {batches} batches. Set-up = "
-             f"building the loader, filling the cache, starting workers, first batch. Peak RSS of this "
-             f"process {peak_rss_mb():.0f} MB.")
+             f"building the loader, filling the cache, starting workers, first batch.")
+    memory = []
+    counts = (32, 128) if args.quick else (100, 400)
+    for cache_mb in (0, 64, default["cache_mb"]):
+        for n in counts:
+            main_mb, worker_mb = epoch_peak_rss(n, cache_mb)
+            memory.append([cache_mb, n, main_mb, worker_mb])
+    raw["peak_rss"] = memory
+    text += "\n\nPeak resident memory over one epoch of the default loader (fresh process each):\n\n"
+    text += table(["cache_mb", "images", "main process peak RSS MB", "largest worker peak RSS MB"], memory)
     report("Benchmark 2: input pipeline", text, raw, args.out)
 
 

@@ -16,6 +16,7 @@ run at different times (the machine is shared) and plotted together.
 
     .venv/bin/python bench/time_to_accuracy.py --quick                 # 1 minute per recipe, 20 valid images
     .venv/bin/python bench/time_to_accuracy.py --recipes default --minutes 30
+    .venv/bin/python bench/time_to_accuracy.py --recipes original --minutes 8 --valid-images 20
     .venv/bin/python bench/time_to_accuracy.py --plot-only
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 from common import RESULTS, data_folder, machine, parser, peak_rss_mb, report, table  # first: segtrain sets up OpenMP before torch loads
 import csv
 import json
+import re
 import shutil
 import statistics
 from pathlib import Path
@@ -91,10 +93,12 @@ def recipe_root(name: str, valid_limit: int | None) -> Path:
 
 
 def run_recipe(name: str, minutes: float, valid_limit: int | None, tag: str) -> None:
-    root = recipe_root(name + tag, valid_limit)
     raw = {**RECIPES[name], "pretrained_backbone": False, "output_dir": name, "log_interval": 10**6}
     cfg = resolve(raw, f"recipe {name}")
-    seconds = seconds_per_iteration(root, cfg, 4 if cfg["image_size"] is None else 8)
+    calibration = recipe_root(f"{name}{tag}-calibrate", 1)  # one valid image: validation is not timed
+    seconds = seconds_per_iteration(calibration, cfg, 4 if cfg["image_size"] is None else 8)
+    shutil.rmtree(calibration)
+    root = recipe_root(name + tag, valid_limit)
     iterations = max(2, int(minutes * 60 / seconds))
     cfg.update(max_iteration=iterations, interval_validate=max(1, -(-iterations // VALIDATIONS[name])))
     meta = {"recipe": name, "minutes": minutes, "config": cfg, "seconds_per_iteration_estimate": seconds,
@@ -108,10 +112,14 @@ def run_recipe(name: str, minutes: float, valid_limit: int | None, tag: str) -> 
     (root / "run.json").write_text(json.dumps(meta, indent=1))
 
 
-def load_result(name: str, tag: str) -> dict | None:
-    root = RESULTS / "runs" / (name + tag)
-    if not (root / "run.json").is_file() or not (root / f"MODEL-{name}" / "log.csv").is_file():
+def load_result(name: str, quick: bool) -> dict | None:
+    """The latest kept run of a recipe (full runs may use a slice of valid/: NAME-validN)."""
+    pattern = re.compile(rf"{name}-quick" if quick else rf"{name}(-valid\d+)?")
+    roots = [r for r in (RESULTS / "runs").glob(f"{name}*") if pattern.fullmatch(r.name)
+             and (r / "run.json").is_file() and (r / f"MODEL-{name}" / "log.csv").is_file()]
+    if not roots:
         return None
+    root = max(roots, key=lambda r: (r / "run.json").stat().st_mtime)
     result = json.loads((root / "run.json").read_text())
     result["points"] = training_curve(root / f"MODEL-{name}" / "log.csv")
     return result
@@ -157,18 +165,20 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
     p.add_argument("--minutes", type=float, default=30.0, help="training budget per recipe")
+    p.add_argument("--valid-images", type=int, default=None,
+                   help="validate on the first N valid images (for recipes whose validation takes too long)")
     p.add_argument("--plot-only", action="store_true", help="table and PNG from the results kept so far")
     args = p.parse_args()
-    minutes, valid_limit = (1.0, 20) if args.quick else (args.minutes, None)
-    tag = "-quick" if args.quick else ""
+    minutes, valid_limit = (1.0, 20) if args.quick else (args.minutes, args.valid_images)
+    tag = "-quick" if args.quick else (f"-valid{valid_limit}" if valid_limit else "")
     results = []
     for name in args.recipes:
         if not args.plot_only:
             run_recipe(name, minutes, valid_limit, tag)
-        result = load_result(name, tag)
+        result = load_result(name, args.quick)
         if result is not None:
             results.append(result)
-    text = summarize(results, RESULTS / f"time_to_accuracy{tag}.png")
+    text = summarize(results, RESULTS / f"time_to_accuracy{'-quick' if args.quick else ''}.png")
     report("Benchmark 3: time to accuracy", text, {r["recipe"]: r for r in results}, args.out)
 
 

@@ -7,6 +7,7 @@ from conftest import tiny_config
 from segtrain.cache import fill_cache
 from segtrain.config import DEFAULT_IMAGE_SIZE, resolve
 from segtrain.dataset import SegmentationDataset, inspect_root
+from segtrain.errors import ConfigError
 from segtrain.synthetic import write_sky_folder
 from segtrain.trainer import train
 from segtrain.transforms import train_transform
@@ -49,6 +50,9 @@ def test_image_size_absent_means_the_default_size_except_for_the_original_recipe
     assert resolve({"lr": 1e-10})["image_size"] is None  # the original trained at native size
     assert resolve({"image_size": None})["image_size"] is None  # explicit null is native, as before
     assert resolve({"cache_mb": 0})["cache_mb"] == 0
+    assert resolve({"threads": 1})["threads"] == 1 and resolve({})["threads"] is None
+    with pytest.raises(ConfigError, match="'threads'"):
+        resolve({"threads": 0})
 
 
 def test_cached_data_without_augmentation_loads_in_the_main_process_on_the_cpu(tmp_path):
