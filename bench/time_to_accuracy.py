@@ -14,7 +14,7 @@ log.csv's elapsed_time minus the time spent validating, so recipes that validate
 cost compare on training time. Each recipe's run is kept in bench/results/runs/, so recipes can be
 run at different times (the machine is shared) and plotted together.
 
-    .venv/bin/python bench/time_to_accuracy.py --quick                 # 1 minute per recipe, 20 valid images
+    .venv/bin/python bench/time_to_accuracy.py --quick                 # 30 s per recipe, 8 valid images
     .venv/bin/python bench/time_to_accuracy.py --recipes default --minutes 30
     .venv/bin/python bench/time_to_accuracy.py --recipes original --minutes 8 --valid-images 20
     .venv/bin/python bench/time_to_accuracy.py --plot-only
@@ -169,7 +169,7 @@ def main() -> None:
                    help="validate on the first N valid images (for recipes whose validation takes too long)")
     p.add_argument("--plot-only", action="store_true", help="table and PNG from the results kept so far")
     args = p.parse_args()
-    minutes, valid_limit = (1.0, 20) if args.quick else (args.minutes, args.valid_images)
+    minutes, valid_limit = (0.5, 8) if args.quick else (args.minutes, args.valid_images)
     tag = "-quick" if args.quick else (f"-valid{valid_limit}" if valid_limit else "")
     results = []
     for name in args.recipes:
