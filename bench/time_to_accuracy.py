@@ -72,10 +72,6 @@ def training_curve(log_csv: Path) -> list[dict]:
     return points
 
 
-def kept_result(name: str, quick: bool) -> Path:
-    return RESULTS / f"time_to_accuracy-{name}{'-quick' if quick else ''}.json"
-
-
 def recipe_root(name: str, valid_limit: int | None) -> Path:
     """bench/results/runs/NAME: links to swimseg (valid/ cut to valid_limit images) plus this
     run's MODEL-NAME output, kept so a curve can be read back even from an interrupted run."""
