@@ -16,16 +16,21 @@ from segtrain.errors import ConfigError
 
 # lr below this marks the original FCN recipe (loss summed over pixels, lr ~1e-10).
 SUM_LOSS_LR_THRESHOLD = 1e-6
+# segtrain's default recipe, chosen to reach a high valid mean IoU fast on two CPU cores (see
+# BENCHMARKS.md, "The default recipe"). The original recipe keeps its native input size.
+DEFAULT_MODEL = "lraspp_mobilenet_v3_large"
+DEFAULT_LR = 0.02
+DEFAULT_IMAGE_SIZE = 160
 
 # key -> (default, one-line meaning). Defaults of None are resolved in `resolve`.
 KEYS: dict[str, tuple[Any, str]] = {
     # The original tool's keys.
     "max_iteration": (2000, "training iterations (one batch each)"),
-    "lr": (None, "SGD learning rate; absent = 0.01 with a mean loss and poly schedule"),
+    "lr": (None, "SGD learning rate; absent = 0.02 with a mean loss and poly schedule"),
     "momentum": (0.9, "SGD momentum"),
     "weight_decay": (1e-4, "SGD weight decay"),
     "interval_validate": (200, "validate (and checkpoint) every this many iterations"),
-    "batch_size": (4, "images per training batch"),
+    "batch_size": (8, "images per training batch"),
     "backbone": ("resnet", "original key: backbone family (only 'resnet')"),
     "fcn": (None, "original key: '50' or '101' (picks fcn_resnet50/101 when `model` is absent)"),
     "output_dir": (None, "outputs go to ROOT/MODEL-<output_dir>; absent = the model name"),
@@ -33,8 +38,9 @@ KEYS: dict[str, tuple[Any, str]] = {
     "n_workers": (2, "data-loading worker processes"),
     "mode": ("train", "'train', or 'test': predict (and score) ROOT/test with pretrained_net"),
     # segtrain's keys.
-    "model": (None, "registered model name; absent = from backbone+fcn, else fcn_resnet18"),
-    "image_size": (None, "training input size: int (square) or [H, W]; null = native size"),
+    "model": (None, "registered model name; absent = from backbone+fcn, else lraspp_mobilenet_v3_large"),
+    "image_size": (None, "training input size: int (square) or [H, W]; null = native size; "
+                   "absent = 160, or native for the original recipe"),
     "aux_loss": (False, "train with the auxiliary head (weight 0.5)"),
     "loss_reduction": (None, "'sum' over pixels (original) or 'mean'; absent = by lr"),
     "lr_schedule": (None, "'poly' or 'constant'; absent = constant for the original recipe, else poly"),
@@ -51,6 +57,8 @@ KEYS: dict[str, tuple[Any, str]] = {
     "log_interval": (20, "print a progress line every this many iterations"),
     "max_visualizations": (9, "validation samples drawn in each visualization_viz tile"),
     "tensorboard": (False, "also log to MODEL-<output_dir>/tensorboard (needs: pip install tensorboard)"),
+    "cache_mb": (1024, "memory for decoded images and masks (decoded once, not every epoch); 0 = off"),
+    "threads": (None, "CPU threads for the model; null = PyTorch's default (one per core); 1 on a busy shared machine"),
 }
 
 MODES = ("train", "test")
@@ -158,13 +166,16 @@ def resolve(raw: dict[str, Any], source: str = "config.list") -> dict[str, Any]:
     _number(cfg, "seed", source, integer=True, minimum=0)
     _number(cfg, "log_interval", source, integer=True, minimum=1)
     _number(cfg, "max_visualizations", source, integer=True, minimum=0)
+    _number(cfg, "cache_mb", source, minimum=0)
+    if cfg["threads"] is not None:
+        _number(cfg, "threads", source, integer=True, minimum=1)
     _number(cfg, "momentum", source, minimum=0)
     _number(cfg, "weight_decay", source, minimum=0)
     _number(cfg, "valid_fraction", source, minimum=0, exclusive=True)
     if cfg["valid_fraction"] >= 1:
         raise ConfigError(f"{source}: key 'valid_fraction' must be below 1, got {cfg['valid_fraction']!r}.")
     if cfg["lr"] is None:
-        cfg["lr"] = 0.01
+        cfg["lr"] = DEFAULT_LR
     _number(cfg, "lr", source, minimum=0, exclusive=True)
     for key in ("aux_loss", "augment", "amp", "channels_last", "sync_bn", "tensorboard"):
         if not isinstance(cfg[key], bool):
@@ -178,6 +189,8 @@ def resolve(raw: dict[str, Any], source: str = "config.list") -> dict[str, Any]:
                 raise ConfigError(f"{source}: key {key!r} must be at most 255, got {cfg[key]!r}.")
 
     _choice(cfg, "mode", source, MODES)
+    if "image_size" not in raw and cfg["lr"] >= SUM_LOSS_LR_THRESHOLD:
+        cfg["image_size"] = DEFAULT_IMAGE_SIZE
     cfg["image_size"] = _image_size(cfg["image_size"], source)
 
     if cfg["loss_reduction"] is None:
@@ -221,7 +234,7 @@ def _model_name(cfg, source, names) -> str:
             "For other networks set 'model' instead (e.g. \"lraspp_mobilenet_v3_large\")."
         )
     if cfg["fcn"] is None:
-        return "fcn_resnet18"
+        return DEFAULT_MODEL
     depth = str(cfg["fcn"]).strip()
     name = f"fcn_resnet{depth}"
     if name not in names:

@@ -197,11 +197,15 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self.transform = transform
         self.train = train
         self.seed = seed
+        self.cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # filled by segtrain.cache
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(HxWx3 uint8 image, HxW uint8 class mask) at native size; from the cache when there."""
+        if index in self.cache:
+            return self.cache[index]
         pair = self.pairs[index]
         image = read_image(pair.image)
         mask = self.decoder.decode(read_mask(pair.label), pair.label)

@@ -8,11 +8,19 @@ import torch
 
 
 def confusion_matrix(truth: torch.Tensor, pred: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """Counts on truth's device, pixels whose truth is outside 0..n-1 (ignored) left out."""
+    """Counts on truth's device, pixels whose truth is outside 0..n-1 (ignored) left out.
+
+    Ignored pixels are counted into one extra bin that is dropped, rather than removed by boolean
+    indexing, and the counts are a scatter-add rather than bincount: both of those wait for the
+    GPU (to learn an output size), and this runs every training iteration.
+    """
     truth = truth.reshape(-1).long()
     pred = pred.reshape(-1).long()
-    keep = (truth >= 0) & (truth < n_classes)
-    return torch.bincount(n_classes * truth[keep] + pred[keep], minlength=n_classes**2).reshape(n_classes, n_classes)
+    cells = n_classes * n_classes
+    index = torch.where((truth >= 0) & (truth < n_classes), n_classes * truth + pred, cells)
+    counts = torch.zeros(cells + 1, dtype=torch.long, device=truth.device)
+    counts.scatter_add_(0, index, torch.ones_like(index))
+    return counts[:cells].reshape(n_classes, n_classes)
 
 
 def scores(hist: torch.Tensor) -> dict:

@@ -56,6 +56,23 @@ def _torchvision(fn, weights_enum):
     return build, weights_enum
 
 
+def _bn_momentum(entry, momentum: float = 0.1):
+    """torchvision's MobileNetV3 keeps BatchNorm running statistics with momentum 0.01, tuned for
+    long ImageNet runs. In a short run from scratch those statistics lag the weights for hundreds of
+    iterations, so evaluation (which uses them) scores far below training; PyTorch's usual 0.1
+    follows the weights."""
+    builder, weights_enum = entry
+
+    def build(num_classes: int, aux_loss: bool, backbone_weights) -> nn.Module:
+        model = builder(num_classes, aux_loss, backbone_weights)
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.momentum = momentum
+        return model
+
+    return build, weights_enum
+
+
 # name -> (builder(num_classes, aux_loss, backbone_weights), backbone weights enum)
 REGISTRY: dict[str, tuple[Callable[..., nn.Module], type]] = {
     "fcn_resnet18": _small_fcn(18),
@@ -63,7 +80,7 @@ REGISTRY: dict[str, tuple[Callable[..., nn.Module], type]] = {
     "fcn_resnet50": _torchvision(seg.fcn_resnet50, tvm.ResNet50_Weights),
     "fcn_resnet101": _torchvision(seg.fcn_resnet101, tvm.ResNet101_Weights),
     "deeplabv3_resnet50": _torchvision(seg.deeplabv3_resnet50, tvm.ResNet50_Weights),
-    "lraspp_mobilenet_v3_large": _torchvision(seg.lraspp_mobilenet_v3_large, tvm.MobileNet_V3_Large_Weights),
+    "lraspp_mobilenet_v3_large": _bn_momentum(_torchvision(seg.lraspp_mobilenet_v3_large, tvm.MobileNet_V3_Large_Weights)),
 }
 MODEL_NAMES = list(REGISTRY)
 NO_AUX_HEAD = {"lraspp_mobilenet_v3_large"}

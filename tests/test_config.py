@@ -21,8 +21,8 @@ def test_original_keys_alone_resolve_to_the_original_recipe():
 
 def test_new_user_without_lr_gets_mean_loss_poly_recipe():
     cfg = resolve({})
-    assert cfg["lr"] == 0.01 and cfg["loss_reduction"] == "mean" and cfg["lr_schedule"] == "poly"
-    assert cfg["model"] == "fcn_resnet18" and cfg["output_dir"] == "fcn_resnet18"
+    assert cfg["lr"] == 0.02 and cfg["loss_reduction"] == "mean" and cfg["lr_schedule"] == "poly"
+    assert cfg["model"] == "lraspp_mobilenet_v3_large" and cfg["output_dir"] == "lraspp_mobilenet_v3_large"
 
 
 def test_fcn_50_maps_to_fcn_resnet50_and_model_wins_over_backbone():

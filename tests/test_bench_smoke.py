@@ -1,0 +1,45 @@
+"""The benchmarks run as a user runs them (their own process); CI checks they produce their
+tables. No timing is asserted: the machine is shared."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_bench(script, *args):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"}
+    return subprocess.run([sys.executable, str(REPO / "bench" / script), *map(str, args)], capture_output=True,
+                          text=True, timeout=600, env=env, cwd=REPO)
+
+
+def test_overhead_benchmark_smoke_run_prints_its_table(tmp_path):
+    result = run_bench("overhead.py", "--smoke", "--out", tmp_path / "overhead")
+    assert result.returncode == 0, result.stderr
+    assert "| model | n_workers | segtrain ms/it | bare ms/it | ratio | iterations |" in result.stdout
+    assert "| fcn_resnet18 | 0 |" in result.stdout
+    raw = json.loads((tmp_path / "overhead.json").read_text())
+    sides = raw["fcn_resnet18 n_workers=0"]
+    assert len(sides["segtrain"]) == len(sides["bare"]) == 2
+    assert all(t > 0 for t in sides["segtrain"] + sides["bare"])
+    assert (tmp_path / "overhead.md").read_text().startswith("## Benchmark 1: trainer overhead")
+
+
+def test_gpu_benchmark_code_paths_run_on_the_cpu(tmp_path):
+    """AMP, channels_last and pinned-memory paths of training, tiny, on the CPU."""
+    result = run_bench("gpu.py", "--smoke", "--device", "cpu", "--out", tmp_path / "gpu")
+    assert result.returncode == 0, result.stderr
+    for variant in ("| fp32 |", "| AMP bf16 |", "| AMP bf16 + channels_last |"):
+        assert variant in result.stdout
+    raw = json.loads((tmp_path / "gpu.json").read_text())
+    assert raw["flops_per_step"] > 0
+
+
+def test_gpu_benchmark_without_a_gpu_says_so():
+    if __import__("torch").cuda.is_available():
+        return
+    result = run_bench("gpu.py", "--quick")
+    assert result.returncode != 0 and "no CUDA GPU visible" in result.stderr
