@@ -123,9 +123,9 @@ def test_mode_test_without_labels_only_predicts(trained_root, tmp_path):
     root = tmp_path / "data"
     _test_folder(root, labels=False)
     (root / "class_names.list").write_text("sky\ncloud\n")
-    write_config(root, mode="test", pretrained_net=str(trained_root / CKPT), n_workers=0)
+    write_config(root, mode="test", pretrained_net=str(trained_root / CKPT), n_workers=0, output_dir="predicted")
     assert main(["train", str(root)]) == 0
-    out = root / "test" / "fcn_resnet18"
+    out = root / "test" / "predicted"
     assert len(list(out.glob("*.png"))) == 3 and not (out / "metrics.json").exists()
     write_config(root, mode="test", n_workers=0)
     result = run_cli("train", root)
