@@ -370,7 +370,7 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
                 if ctx.is_main:
                     writer.row("valid", epoch, iteration, result, time.perf_counter() - start)
                     reporter.validation(iteration, result, spec.class_names, is_best)
-                    samples = [(valid_set.load(i)[0], valid_set.load(i)[1], pred) for i, pred in shown]
+                    samples = [(*valid_set.load(i), pred) for i, pred in shown]
                     write_visualization(out_dir / "visualization_viz" / f"iter{iteration:012d}.jpg", samples,
                                         setup.colors)
                     payload = snapshot()
