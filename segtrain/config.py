@@ -19,16 +19,17 @@ SUM_LOSS_LR_THRESHOLD = 1e-6
 # segtrain's default recipe, chosen to reach a high valid mean IoU fast on two CPU cores (see
 # BENCHMARKS.md, "The default recipe"). The original recipe keeps its native input size.
 DEFAULT_MODEL = "lraspp_mobilenet_v3_large"
-DEFAULT_LR = 0.02
+DEFAULT_OPTIMIZER = "adamw"
+DEFAULT_LR = {"sgd": 0.02, "adamw": 0.001}
 DEFAULT_IMAGE_SIZE = 160
 
 # key -> (default, one-line meaning). Defaults of None are resolved in `resolve`.
 KEYS: dict[str, tuple[Any, str]] = {
     # The original tool's keys.
     "max_iteration": (2000, "training iterations (one batch each)"),
-    "lr": (None, "SGD learning rate; absent = 0.02 with a mean loss and poly schedule"),
-    "momentum": (0.9, "SGD momentum"),
-    "weight_decay": (1e-4, "SGD weight decay"),
+    "lr": (None, "learning rate; absent = the optimizer's default (sgd 0.02, adamw 0.001), a mean loss and poly schedule"),
+    "momentum": (0.9, "SGD momentum (adamw uses betas 0.9, 0.999)"),
+    "weight_decay": (1e-4, "weight decay (decoupled for adamw)"),
     "interval_validate": (200, "validate (and checkpoint) every this many iterations"),
     "batch_size": (8, "images per training batch"),
     "backbone": ("resnet", "original key: backbone family (only 'resnet')"),
@@ -38,6 +39,7 @@ KEYS: dict[str, tuple[Any, str]] = {
     "n_workers": (2, "data-loading worker processes"),
     "mode": ("train", "'train', or 'test': predict (and score) ROOT/test with pretrained_net"),
     # segtrain's keys.
+    "optimizer": (None, "'sgd' or 'adamw'; absent = sgd when the config sets lr (the original's keys), else adamw"),
     "model": (None, "registered model name; absent = from backbone+fcn, else lraspp_mobilenet_v3_large"),
     "image_size": (None, "training input size: int (square) or [H, W]; null = native size; "
                    "absent = 160, or native for the original recipe"),
@@ -64,6 +66,7 @@ KEYS: dict[str, tuple[Any, str]] = {
 MODES = ("train", "test")
 LOSS_REDUCTIONS = ("sum", "mean")
 LR_SCHEDULES = ("poly", "constant")
+OPTIMIZERS = ("sgd", "adamw")
 
 
 def _location(text: str, pos: int) -> str:
@@ -174,8 +177,12 @@ def resolve(raw: dict[str, Any], source: str = "config.list") -> dict[str, Any]:
     _number(cfg, "valid_fraction", source, minimum=0, exclusive=True)
     if cfg["valid_fraction"] >= 1:
         raise ConfigError(f"{source}: key 'valid_fraction' must be below 1, got {cfg['valid_fraction']!r}.")
+    if cfg["optimizer"] is None:
+        # A config that sets lr was tuned for SGD, the original's only optimizer.
+        cfg["optimizer"] = "sgd" if cfg["lr"] is not None else DEFAULT_OPTIMIZER
+    _choice(cfg, "optimizer", source, OPTIMIZERS)
     if cfg["lr"] is None:
-        cfg["lr"] = DEFAULT_LR
+        cfg["lr"] = DEFAULT_LR[cfg["optimizer"]]
     _number(cfg, "lr", source, minimum=0, exclusive=True)
     for key in ("aux_loss", "augment", "amp", "channels_last", "sync_bn", "tensorboard"):
         if not isinstance(cfg[key], bool):

@@ -20,6 +20,17 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast("cuda", dtype=dtype)
 
 
+def class_map(logits: torch.Tensor, dim: int) -> torch.Tensor:
+    """Index of the largest logit along `dim` (the first one on ties, like argmax).
+
+    `max(dim).indices` rather than `argmax(dim)`: on the CPU, argmax over the channel dimension
+    of NCHW logits takes ~20x longer (PyTorch 2.14: 4.4 ms against 0.23 ms for 2x2x128x128, 43 ms
+    against 3 ms for a 2x600x600 image), and it runs every training iteration and every
+    validated image.
+    """
+    return logits.max(dim).indices
+
+
 def model_logits(model, images: torch.Tensor, amp: bool = False, channels_last: bool = False) -> torch.Tensor:
     """float32 logits (N, C, h, w) at the input's size; `images` already on the model's device."""
     if channels_last:

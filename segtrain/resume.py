@@ -105,6 +105,8 @@ def check_compatible(ckpt: dict, cfg: dict, class_names: list[str], path: Path, 
         differ.append(f"model {ckpt.get('arch')!r} (this run: {cfg['model']!r})")
     if saved.get("aux_loss", False) != cfg["aux_loss"]:
         differ.append(f"aux_loss {saved.get('aux_loss')} (this run: {cfg['aux_loss']})")
+    if saved.get("optimizer", "sgd") != cfg["optimizer"]:  # its state (momenta, moments) would not fit
+        differ.append(f"optimizer {saved.get('optimizer', 'sgd')!r} (this run: {cfg['optimizer']!r})")
     if ckpt.get("image_size") != cfg["image_size"]:
         differ.append(f"image_size {ckpt.get('image_size')} (this run: {cfg['image_size']})")
     if differ:
@@ -128,6 +130,8 @@ def restore(ckpt: dict, model, optimizer, scheduler, scaler, cfg: dict, schedule
     scheduler.base_lrs = [cfg["lr"] for _ in optimizer.param_groups]
     for group in optimizer.param_groups:
         group.update(initial_lr=cfg["lr"], lr=cfg["lr"] * schedule(scheduler.last_epoch),
-                     momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+                     weight_decay=cfg["weight_decay"])
+        if "momentum" in group:  # SGD's; AdamW keeps its betas
+            group["momentum"] = cfg["momentum"]
     return Progress(ckpt["iteration"], ckpt["epoch"], ckpt["best_mean_iu"], ckpt.get("elapsed_time", 0.0),
                     ckpt["resume"]["validated"])

@@ -20,7 +20,7 @@ from segtrain.classes import voc_colormap
 from segtrain.config import KEYS
 from segtrain.dataset import eval_input
 from segtrain.errors import CheckpointError
-from segtrain.inference import native_logits
+from segtrain.inference import class_map, native_logits
 from segtrain.models import REGISTRY, build_model
 from segtrain.trainer import select_device
 from segtrain.transforms import MEAN, STD, eval_transform
@@ -105,4 +105,4 @@ class TorchPredictor:
         batch = torch.stack([eval_input(image, self.transform) for image in images])
         logits = native_logits(self.trained.model, batch, [image.shape[:2] for image in images], cfg["amp"],
                                cfg["channels_last"], self.tile, self.overlap)
-        return [one.argmax(0).to(torch.uint8).cpu().numpy() for one in logits]
+        return [class_map(one, 0).to(torch.uint8).cpu().numpy() for one in logits]

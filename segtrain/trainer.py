@@ -25,7 +25,7 @@ from segtrain.checkpoint import load_weights, read_checkpoint, save_atomic
 from segtrain.classes import voc_colormap
 from segtrain.dataset import DataSpec, SegmentationDataset, collate_eval, inspect_root
 from segtrain.errors import OutputError, SegtrainError
-from segtrain.inference import autocast, native_logits
+from segtrain.inference import autocast, class_map, native_logits
 from segtrain.labels import IGNORE
 from segtrain.logcsv import LogWriter, keep_rows_through
 from segtrain.metrics import confusion_matrix, scores
@@ -96,6 +96,13 @@ def make_criterion(cfg: dict) -> nn.Module:
     return nn.CrossEntropyLoss(ignore_index=IGNORE, reduction=cfg["loss_reduction"])
 
 
+def make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
+    if cfg["optimizer"] == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    return torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
+                           weight_decay=cfg["weight_decay"])
+
+
 @dataclass
 class Setup:
     spec: DataSpec
@@ -162,7 +169,8 @@ def make_loaders(spec: DataSpec, cfg: dict, device: torch.device, start_epoch=0,
                  ctx: distributed.Context = distributed.Context(), log=print):
     workers = cfg["n_workers"]
     train_set = SegmentationDataset(
-        spec.train, spec.decoder, train_transform(cfg["image_size"], cfg["augment"]), train=True, seed=cfg["seed"]
+        spec.train, spec.decoder, train_transform(cfg["image_size"], cfg["augment"]), train=True,
+        seed=cfg["seed"] if cfg["augment"] else None
     )
     valid_loader = make_eval_loader(spec.valid, spec.decoder, spec.sizes["valid"], cfg, device, ctx)
     valid_set = valid_loader.dataset
@@ -196,7 +204,8 @@ def make_eval_loader(pairs, decoder, sizes: set, cfg: dict, device: torch.device
 
 
 def train_step(model, images, masks, criterion, optimizer, scheduler, scaler, cfg, device, n_classes):
-    model.train()
+    if not model.training:  # train() walks every module: ~1 ms a step for LR-ASPP on the CPU
+        model.train()
     images = images.to(device, non_blocking=True)
     masks = masks.to(device, non_blocking=True)
     if cfg["channels_last"]:
@@ -212,7 +221,7 @@ def train_step(model, images, masks, criterion, optimizer, scheduler, scaler, cf
     scaler.update()
     scheduler.step()
     with torch.no_grad():
-        hist = confusion_matrix(masks, out["out"].argmax(1), n_classes)
+        hist = confusion_matrix(masks, class_map(out["out"], 1), n_classes)
     return loss.detach(), hist
 
 
@@ -237,7 +246,7 @@ def validate(model, loader, criterion, cfg, n_classes, device, collect: int,
             logits = native_logits(model, images, [m.shape for m in masks], cfg["amp"], cfg["channels_last"])
             for one, mask, index in zip(logits, masks, indices):
                 mask = mask.to(device, non_blocking=True)
-                pred = one.argmax(0)
+                pred = class_map(one, 0)
                 hist += confusion_matrix(mask, pred, n_classes)
                 labelled = (mask != IGNORE).any()  # a wholly ignored mask has no loss (mean would be NaN)
                 loss_total += torch.where(labelled, criterion(one[None], mask[None]), 0.0)
@@ -290,7 +299,7 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
     log(f"labels: {spec.decoder.describe()}")
     log(f"model: {cfg['model']} for {n_classes} classes ({', '.join(spec.class_names)}) on {device}; "
         f"input {'native size' if cfg['image_size'] is None else 'x'.join(map(str, cfg['image_size']))}; "
-        f"lr {cfg['lr']:g} ({cfg['lr_schedule']}), loss {cfg['loss_reduction']} over pixels")
+        f"{cfg['optimizer']} lr {cfg['lr']:g} ({cfg['lr_schedule']}), loss {cfg['loss_reduction']} over pixels")
     if ckpt is not None:
         check_compatible(ckpt, cfg, spec.class_names, ckpt_path, log)
     workers = plan_workers(cfg, spec.sizes["train"], log)
@@ -302,8 +311,7 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
     out_dir = ckpt_path.parent if ckpt is not None else (output_folder(root, cfg["output_dir"], log) if ctx.is_main else None)
     log(f"outputs: {out_dir}")
 
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
-                                weight_decay=cfg["weight_decay"])
+    optimizer = make_optimizer(model, cfg)
     schedule = poly_lambda(cfg["max_iteration"]) if cfg["lr_schedule"] == "poly" else (lambda it: 1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     fp16 = cfg["amp"] and device.type == "cuda" and not torch.cuda.is_bf16_supported()

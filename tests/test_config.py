@@ -21,8 +21,19 @@ def test_original_keys_alone_resolve_to_the_original_recipe():
 
 def test_new_user_without_lr_gets_mean_loss_poly_recipe():
     cfg = resolve({})
-    assert cfg["lr"] == 0.02 and cfg["loss_reduction"] == "mean" and cfg["lr_schedule"] == "poly"
+    assert cfg["optimizer"] == "adamw" and cfg["lr"] == 0.001
+    assert cfg["loss_reduction"] == "mean" and cfg["lr_schedule"] == "poly"
     assert cfg["model"] == "lraspp_mobilenet_v3_large" and cfg["output_dir"] == "lraspp_mobilenet_v3_large"
+
+
+def test_optimizer_follows_lr_unless_given():
+    assert resolve(dict(ORIGINAL))["optimizer"] == "sgd"  # the original's lr is an SGD lr
+    assert resolve({"lr": 0.01})["optimizer"] == "sgd"
+    assert resolve({"optimizer": "sgd"})["lr"] == 0.02
+    cfg = resolve({"optimizer": "adamw", "lr": 0.003})
+    assert cfg["optimizer"] == "adamw" and cfg["lr"] == 0.003
+    with pytest.raises(ConfigError, match="'optimizer' is 'adam'; choose one of 'sgd', 'adamw'"):
+        resolve({"optimizer": "adam"})
 
 
 def test_fcn_50_maps_to_fcn_resnet50_and_model_wins_over_backbone():

@@ -39,3 +39,14 @@ def test_class_predicted_but_absent_from_truth_has_iou_zero_and_nan_recall():
 def test_empty_matrix_gives_nan_not_an_exception():
     s = scores(torch.zeros(2, 2, dtype=torch.long))
     assert math.isnan(s["acc"]) and math.isnan(s["mean_iu"])
+
+
+def test_class_map_equals_argmax_including_ties():
+    from segtrain.inference import class_map
+
+    logits = torch.randn(2, 3, 5, 7)
+    logits[0, :, 0, 0] = 1.0  # a three-way tie: the first class wins, as with argmax
+    logits[1, 1:, 2, 3] = 4.0  # a tie between classes 1 and 2
+    assert torch.equal(class_map(logits, 1), logits.argmax(1))
+    assert class_map(logits, 1)[0, 0, 0] == 0 and class_map(logits, 1)[1, 2, 3] == 1
+    assert torch.equal(class_map(logits[0], 0), logits[0].argmax(0))

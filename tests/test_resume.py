@@ -35,7 +35,9 @@ def assert_same_state(a, b):
     for key, tensor in ca["model_state_dict"].items():
         assert torch.equal(tensor, cb["model_state_dict"][key]), key
     for pa, pb in zip(ca["optim_state_dict"]["state"].values(), cb["optim_state_dict"]["state"].values()):
-        assert torch.equal(pa["momentum_buffer"], pb["momentum_buffer"])
+        assert pa.keys() == pb.keys()  # SGD: momentum_buffer; AdamW: step, exp_avg, exp_avg_sq
+        for key in pa:
+            assert torch.equal(torch.as_tensor(pa[key]), torch.as_tensor(pb[key])), key
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +75,22 @@ def test_stop_and_resume_equals_one_run(tmp_path, reference, workers, capsys):
     assert_same_state(out / "model_best.pth.tar", reference / "model_best.pth.tar")
     times = [float(r["elapsed_time"]) for r in csv.DictReader(open(out / "log.csv"))]
     assert times == sorted(times)  # elapsed time carries on across invocations
+
+
+def test_adamw_stop_and_resume_equals_one_run(tmp_path, capsys):
+    uninterrupted = make_root(tmp_path / "ref", optimizer="adamw", lr=0.001)
+    assert main(["train", str(uninterrupted)]) == 0
+    root = make_root(tmp_path / "data", optimizer="adamw", lr=0.001)
+    assert main(["train", str(root), "--stop-after", "4"]) == 0
+    assert main(["train", str(root), "--resume"]) == 0
+    out, reference = root / "MODEL-tiny", uninterrupted / "MODEL-tiny"
+    assert metric_rows(out) == metric_rows(reference)
+    assert_same_state(out / "checkpoint.pth.tar", reference / "checkpoint.pth.tar")
+    assert "exp_avg" in torch.load(out / "checkpoint.pth.tar", weights_only=True)["optim_state_dict"]["state"][0]
+    # Another optimizer's state would not fit: refused before anything is written.
+    capsys.readouterr()
+    assert main(["train", str(root), "--resume", "--set", "optimizer=sgd", "--set", "max_iteration=8"]) == 1
+    assert "optimizer 'adamw' (this run: 'sgd')" in capsys.readouterr().err
 
 
 def test_log_is_cut_back_to_the_checkpoint(tmp_path):

@@ -61,7 +61,7 @@ def test_init_on_binary_masks_writes_two_classes_and_a_config_train_accepts(tmp_
     assert (root / "class_names.list").read_text() == "class0\nclass1\n"
     assert "class0 = mask value 0" in out and "class1 = mask value 255" in out and "rename them" in out
     config = json.loads((root / "config.list").read_text())  # strict JSON
-    assert config["image_size"] is None and config["batch_size"] == 4
+    assert config["image_size"] is None and config["batch_size"] == 8 and config["optimizer"] == "adamw"
     for key in config:  # every written key is explained
         assert f'"{key}":' in out
     cfg, spec = _resolved(root)
@@ -69,7 +69,7 @@ def test_init_on_binary_masks_writes_two_classes_and_a_config_train_accepts(tmp_
     result = run_cli("train", root, "--set", "max_iteration=1", "--set", "interval_validate=1",
                      "--set", "pretrained_backbone=false", "--set", "n_workers=0", "--set", "image_size=32")
     assert result.returncode == 0, result.stderr
-    assert (root / "MODEL-fcn_resnet18" / "model_best.pth.tar").is_file()
+    assert (root / "MODEL-lraspp_mobilenet_v3_large" / "model_best.pth.tar").is_file()
 
 
 def test_init_on_index_masks_and_large_mixed_sizes(tmp_path):
