@@ -138,7 +138,7 @@ def summarize(results: list[dict], png: Path) -> str:
         cfg, pts = r["config"], r["points"]
         ax.plot([p["train_time"] / 60 for p in pts], [p["mean_iu"] for p in pts], marker="o", label=r["recipe"])
         size = "native 600" if cfg["image_size"] is None else f"{cfg['image_size'][0]}"
-        rows.append([r["recipe"], cfg["model"], size, cfg["batch_size"], f"{cfg['lr']:g} {cfg['lr_schedule']}",
+        rows.append([r["recipe"], cfg["model"], size, cfg["batch_size"], f"{cfg.get('optimizer', 'sgd')} {cfg['lr']:g} {cfg['lr_schedule']}",
                      cfg["loss_reduction"], pts[-1]["iteration"], f"{pts[-1]['train_time'] / 60:.1f}",
                      f"{pts[-1]['mean_iu']:.3f}", f"{max(p['mean_iu'] for p in pts):.3f}",
                      *[first_time(pts, t) for t in THRESHOLDS], r["valid_images"], f"{r.get('peak_rss_mb', float('nan')):.0f}"])
@@ -151,7 +151,7 @@ def summarize(results: list[dict], png: Path) -> str:
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=100)
-    headers = ["recipe", "model", "px", "batch", "lr", "loss", "iterations", "train min", "final mIoU",
+    headers = ["recipe", "model", "px", "batch", "optimizer, lr", "loss", "iterations", "train min", "final mIoU",
                "best mIoU", *[f"min to {t}" for t in THRESHOLDS], "valid imgs", "peak RSS MB"]
     runs = "\n".join(f"- {r['recipe']}: {r['machine']}" for r in results)
     return table(headers, rows) + f"\n\nCurves: {png.name}. Runs:\n{runs}"

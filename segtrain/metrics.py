@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 
@@ -29,22 +30,25 @@ def scores(hist: torch.Tensor) -> dict:
     A class absent from the truth has NaN recall (skipped by acc_cls); its IoU is NaN only when it
     is absent from the prediction too (skipped by mean_iu), else 0.
     """
-    h = hist.detach().double().cpu()
-    diag = h.diag()
+    # NumPy, not torch: a few dozen ops on a C x C matrix, every training iteration. Each torch op
+    # on the CPU may wake the OpenMP pool (segtrain runs it with a passive wait policy), which cost
+    # ~2 ms per iteration in bench/overhead.py; NumPy's take microseconds.
+    h = hist.detach().cpu().numpy().astype(np.float64)
+    diag = np.diag(h)
     truth = h.sum(1)
     predicted = h.sum(0)
     total = h.sum()
-    nan = torch.tensor(float("nan"), dtype=torch.float64)
-    recall = torch.where(truth > 0, diag / truth.clamp(min=1), nan)
-    union = truth + predicted - diag
-    iou = torch.where(union > 0, diag / union.clamp(min=1), nan)
-    precision = torch.where(predicted > 0, diag / predicted.clamp(min=1), nan)
-    f1 = torch.where(truth + predicted > 0, 2 * diag / (truth + predicted).clamp(min=1), nan)
-    freq = truth / total if total > 0 else torch.zeros_like(truth)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall = np.where(truth > 0, diag / np.maximum(truth, 1), np.nan)
+        union = truth + predicted - diag
+        iou = np.where(union > 0, diag / np.maximum(union, 1), np.nan)
+        precision = np.where(predicted > 0, diag / np.maximum(predicted, 1), np.nan)
+        f1 = np.where(truth + predicted > 0, 2 * diag / np.maximum(truth + predicted, 1), np.nan)
+    freq = truth / total if total > 0 else np.zeros_like(truth)
     present = truth > 0
 
-    def nanmean(x: torch.Tensor) -> float:
-        x = x[~torch.isnan(x)]
+    def nanmean(x: np.ndarray) -> float:
+        x = x[~np.isnan(x)]
         return float(x.mean()) if len(x) else math.nan
 
     return {
