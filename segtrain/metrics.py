@@ -30,9 +30,9 @@ def scores(hist: torch.Tensor) -> dict:
     A class absent from the truth has NaN recall (skipped by acc_cls); its IoU is NaN only when it
     is absent from the prediction too (skipped by mean_iu), else 0.
     """
-    # NumPy, not torch: a few dozen ops on a C x C matrix, every training iteration. Each torch op
-    # on the CPU may wake the OpenMP pool (segtrain runs it with a passive wait policy), which cost
-    # ~2 ms per iteration in bench/overhead.py; NumPy's take microseconds.
+    # NumPy, not torch: a few dozen ops on a C x C matrix, every training iteration. Each small
+    # torch op on the CPU pays dispatch and may wake the OpenMP pool (segtrain sets a passive wait
+    # policy); NumPy's take microseconds (BENCHMARKS.md, section 1).
     h = hist.detach().cpu().numpy().astype(np.float64)
     diag = np.diag(h)
     truth = h.sum(1)
