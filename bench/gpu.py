@@ -19,9 +19,9 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from segtrain.config import resolve
-from segtrain.models import build_model
-from segtrain.trainer import make_criterion, poly_lambda, train_step
+from segtrain.config.load import resolve
+from segtrain.models.registry import build_model
+from segtrain.training.loop import make_criterion, poly_lambda, train_step
 
 VARIANTS = {  # name -> (amp, channels_last, compile)
     "fp32": (False, False, False),

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from segtrain.models import build_model
+from segtrain.models.registry import build_model
 
 MODELS = ["fcn_resnet50", "lraspp_mobilenet_v3_large"]
 

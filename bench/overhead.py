@@ -1,6 +1,6 @@
 """Benchmark 1, trainer overhead: segtrain's whole training iteration vs a bare PyTorch loop.
 
-segtrain's side is `segtrain.trainer.train` on a folder of images, timed as log.csv's
+segtrain's side is `segtrain.training.loop.train` on a folder of images, timed as log.csv's
 `elapsed_time` shows it: the gap between consecutive training rows, which holds fetching the
 batch from the DataLoader, the step, the batch metrics and writing the row. Set-up and validation
 fall outside those gaps. The bare side is the loop everyone writes: the same torchvision model
@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from segtrain.config import resolve
-from segtrain.dataset import SegmentationDataset, inspect_root
-from segtrain.models import build_model
-from segtrain.synthetic import write_sky_folder
-from segtrain.trainer import seed_everything, train
-from segtrain.transforms import train_transform
+from segtrain.config.load import resolve
+from segtrain.data.folder import SegmentationDataset, inspect_root
+from segtrain.models.registry import build_model
+from segtrain.data.synthetic import write_sky_folder
+from segtrain.training.loop import seed_everything, train
+from segtrain.data.transforms import train_transform
 
 MODELS = ["fcn_resnet18", "fcn_resnet50", "lraspp_mobilenet_v3_large"]
 WARMUP = 2

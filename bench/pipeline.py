@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from segtrain.config import resolve
-from segtrain.dataset import inspect_root
-from segtrain.models import build_model
-from segtrain.trainer import make_criterion, make_loaders
+from segtrain.config.load import resolve
+from segtrain.data.folder import inspect_root
+from segtrain.models.registry import build_model
+from segtrain.training.loop import make_criterion, make_loaders
 
 BATCH = 8
 

@@ -23,8 +23,8 @@ VARIANTS = {  # name -> (OMP_WAIT_POLICY or None for unset, threads)
 CHILD = """
 import json, os, sys, time
 import torch
-from segtrain.config import resolve
-from segtrain.models import build_model
+from segtrain.config.load import resolve
+from segtrain.models.registry import build_model
 torch.set_num_threads({threads})
 cfg = resolve({{}})
 model = build_model(cfg["model"], 2)

@@ -8,7 +8,7 @@ same budget:
   reference  torchvision-references style, segtrain's earlier default: fcn_resnet18 at native
              600 px, batch 4, lr 0.01 poly, mean loss, flips and colour jitter
 
-Each recipe is a real `segtrain.trainer.train` run whose max_iteration is set from a short
+Each recipe is a real `segtrain.training.loop.train` run whose max_iteration is set from a short
 calibration run so that training fills the budget (the poly schedule needs its end). The time axis is
 log.csv's elapsed_time minus the time spent validating, so recipes that validate at different
 cost compare on training time. Each recipe's run is kept in bench/results/runs/, so recipes can be
@@ -30,8 +30,8 @@ import shutil
 import statistics
 from pathlib import Path
 
-from segtrain.config import resolve
-from segtrain.trainer import train
+from segtrain.config.load import resolve
+from segtrain.training.loop import train
 
 RECIPES = {
     "default": {},

@@ -7,9 +7,10 @@ import sys
 import traceback
 from pathlib import Path
 
-from segtrain import __version__, interrupt
-from segtrain.config import describe_keys, load_config
-from segtrain.download import DATASETS
+from segtrain import __version__
+from segtrain.runtime import interrupt
+from segtrain.config.load import describe_keys, load_config
+from segtrain.data.download import DATASETS
 from segtrain.errors import SegtrainError
 
 DEMO_CONFIG = {
@@ -83,7 +84,7 @@ EPILOG_EXPORT = """examples:
 
 def _run_config(root: Path, config: Path | None, overrides: list[str], image_type: str):
     """The resolved config and the preset's class names (None when the folder has its own)."""
-    from segtrain.presets import preset
+    from segtrain.config.presets import preset
 
     class_names, preset_defaults = preset(image_type)
     cfg_path = config
@@ -100,18 +101,18 @@ def _train_command(root: Path, config: Path | None, overrides: list[str], image_
     with interrupt.graceful_stop():  # before any heavy set-up (torch import, reading the data)
         cfg, class_names = _run_config(root, config, overrides, image_type)
         if cfg["mode"] == "test":  # the original's test mode: predict (and evaluate) with pretrained_net
-            from segtrain.testmode import run_test
+            from segtrain.use.testmode import run_test
 
             run_test(root, cfg)
             return 0
-        from segtrain.trainer import train
+        from segtrain.training.loop import train
 
         train(root, cfg, class_names=class_names, resume=resume, stop_after=stop_after)
     return 0
 
 
 def _evaluate_command(args) -> int:
-    from segtrain.evaluate import evaluate, format_table, write_json
+    from segtrain.use.evaluate import evaluate, format_table, write_json
 
     checkpoint = args.checkpoint
     if not checkpoint.exists() and not checkpoint.is_absolute() and (args.root / checkpoint).exists():
@@ -125,7 +126,7 @@ def _evaluate_command(args) -> int:
 
 
 def _predict_command(args) -> int:
-    from segtrain.predict import predict
+    from segtrain.use.predict import predict
 
     predict(args.input, args.checkpoint, args.out, overlay_jpeg=args.overlay, tile=args.tile, overlap=args.overlap,
             recursive=args.recursive, batch_size=args.batch_size, device=args.device)
@@ -133,7 +134,7 @@ def _predict_command(args) -> int:
 
 
 def _export_command(args) -> int:
-    from segtrain.export import export
+    from segtrain.use.export import export
 
     export(args.checkpoint, args.format, args.out, args.size, args.verify_on)
     return 0
@@ -144,7 +145,7 @@ COMMANDS = {"evaluate": _evaluate_command, "predict": _predict_command, "export"
 
 def _check_command(root: Path, config: Path | None, overrides: list[str], image_type: str) -> int:
     cfg, class_names = _run_config(root, config, overrides, image_type)
-    from segtrain.check import check_folder
+    from segtrain.data.check import check_folder
 
     check_folder(root, cfg, class_names)
     return 0
@@ -285,22 +286,22 @@ def run(argv: list[str]) -> int:
     if args.command == "check":
         return _check_command(args.root, args.config, args.overrides, args.image_type)
     if args.command == "init":
-        from segtrain.starter import plan, write_starter
+        from segtrain.data.starter import plan, write_starter
 
         write_starter(plan(args.root))
         return 0
     if args.command == "download":
-        from segtrain.download import download
+        from segtrain.data.download import download
 
         download(args.name, args.dest, url=args.url, archive=args.archive)
         return 0
     if args.command == "plot":
-        from segtrain.curves import plot_log
+        from segtrain.outputs.curves import plot_log
 
         print(f"wrote {plot_log(args.log, args.out)}")
         return 0
     if args.command == "demo":
-        from segtrain.synthetic import write_sky_folder
+        from segtrain.data.synthetic import write_sky_folder
 
         if not (args.out / "class_names.list").is_file():
             write_sky_folder(args.out, config=DEMO_CONFIG)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from segtrain.synthetic import write_sky_folder
+from segtrain.data.synthetic import write_sky_folder
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -57,7 +57,7 @@ def write_mixed_split(folder: Path, sizes, seed: int = 1) -> None:
     """images/ + labels/ (0/255 masks) of synthetic sky images with the given (H, W) sizes."""
     from PIL import Image
 
-    from segtrain.synthetic import sky_sample
+    from segtrain.data.synthetic import sky_sample
 
     rng = np.random.default_rng(seed)
     (folder / "images").mkdir(parents=True, exist_ok=True)
@@ -86,11 +86,11 @@ def trained_root(tmp_path_factory) -> Path:
 
 def save_fresh_checkpoint(path: Path, model: str, image_size=32, class_names=("sky", "cloud"), seed=0) -> Path:
     """An untrained model saved in segtrain's checkpoint format (what export and predict read)."""
-    from segtrain.checkpoint import save_atomic
-    from segtrain.classes import voc_colormap
-    from segtrain.config import resolve
-    from segtrain.models import build_model
-    from segtrain.transforms import MEAN, STD
+    from segtrain.outputs.checkpoints import save_atomic
+    from segtrain.data.classes import voc_colormap
+    from segtrain.config.load import resolve
+    from segtrain.models.registry import build_model
+    from segtrain.data.transforms import MEAN, STD
 
     torch.manual_seed(seed)
     cfg = resolve({"model": model, "image_size": image_size, "batch_size": 2, "pretrained_backbone": False})

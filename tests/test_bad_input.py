@@ -12,8 +12,8 @@ from PIL import Image
 
 from conftest import run_cli, tiny_config
 from segtrain.cli import main
-from segtrain.synthetic import write_sky_folder
-from segtrain.workers import batch_bytes, fit_workers
+from segtrain.data.synthetic import write_sky_folder
+from segtrain.runtime.workers import batch_bytes, fit_workers
 
 MB = 2**20
 

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from segtrain.cache import fill_cache
-from segtrain.config import DEFAULT_IMAGE_SIZE, resolve
-from segtrain.dataset import SegmentationDataset, inspect_root
+from segtrain.data.cache import fill_cache
+from segtrain.config.load import DEFAULT_IMAGE_SIZE, resolve
+from segtrain.data.folder import SegmentationDataset, inspect_root
 from segtrain.errors import ConfigError
-from segtrain.synthetic import write_sky_folder
-from segtrain.trainer import train
-from segtrain.transforms import train_transform
+from segtrain.data.synthetic import write_sky_folder
+from segtrain.training.loop import train
+from segtrain.data.transforms import train_transform
 
 
 def _dataset(root):

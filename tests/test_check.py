@@ -5,7 +5,7 @@ from PIL import Image
 
 from conftest import tiny_config
 from segtrain.cli import main
-from segtrain.synthetic import write_sky_folder
+from segtrain.data.synthetic import write_sky_folder
 
 
 def damage_middle(path):

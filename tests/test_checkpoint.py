@@ -6,9 +6,9 @@ import textwrap
 import pytest
 import torch
 
-from segtrain.checkpoint import load_weights, read_checkpoint, save_atomic
+from segtrain.outputs.checkpoints import load_weights, read_checkpoint, save_atomic
 from segtrain.errors import CheckpointError
-from segtrain.models import build_model
+from segtrain.models.registry import build_model
 
 
 def _same(a, b):
@@ -51,7 +51,7 @@ def _write_original_checkpoint(tmp_path, num_classes):
     pkg.mkdir()
     (pkg / "torchfcn_gone.py").write_text(textwrap.dedent("""
         import torch
-        from segtrain.models import build_model
+        from segtrain.models.registry import build_model
         class FCNResNet(torch.nn.Module):
             def __init__(self, n):
                 super().__init__()

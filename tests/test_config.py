@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from segtrain.config import load_config, parse_overrides, resolve
+from segtrain.config.load import load_config, parse_overrides, resolve
 from segtrain.errors import ConfigError
 
 ORIGINAL = {

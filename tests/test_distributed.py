@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from segtrain.evaluate import evaluate
-from segtrain.sampling import EpochBatchSampler, ShardedBatches
-from segtrain.synthetic import write_sky_folder
+from segtrain.use.evaluate import evaluate
+from segtrain.data.sampling import EpochBatchSampler, ShardedBatches
+from segtrain.data.synthetic import write_sky_folder
 
 
 def torchrun(*args, nproc=2, timeout=300):

@@ -8,7 +8,7 @@ from PIL import Image
 from conftest import VALID_SIZES, run_cli, write_config, write_mixed_split
 from segtrain.cli import main
 from segtrain.errors import CheckpointError, DatasetError
-from segtrain.evaluate import evaluate
+from segtrain.use.evaluate import evaluate
 
 CKPT = "MODEL-tiny/model_best.pth.tar"
 

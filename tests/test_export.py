@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from conftest import run_cli, save_fresh_checkpoint
-from segtrain.export import ExportError, export
-from segtrain.trained import load_trained
+from segtrain.use.export import ExportError, export
+from segtrain.use.trained import load_trained
 
 
 def eager_logits(ckpt, x):

@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from segtrain.atomic import remove_stale_temps
+from segtrain.outputs.atomic import remove_stale_temps
 from segtrain.cli import main
-from segtrain.synthetic import write_sky_folder
+from segtrain.data.synthetic import write_sky_folder
 
 SAVER = textwrap.dedent("""
     import sys, torch
-    from segtrain.checkpoint import save_atomic
+    from segtrain.outputs.checkpoints import save_atomic
     k = 0
     while True:  # 32 MB per save, each one consistent: every value equals k
         save_atomic({"k": k, "w": torch.full((8_000_000,), float(k))}, sys.argv[1])

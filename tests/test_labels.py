@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from segtrain.errors import DatasetError
-from segtrain.labels import IGNORE, detect_decoder, read_mask
+from segtrain.data.labels import IGNORE, detect_decoder, read_mask
 
 TRUTH = np.array([[0, 1, 2, 1], [2, 2, 0, 0], [1, 0, 2, 1], [0, 0, 1, 2]], dtype=np.uint8).repeat(8, 0).repeat(8, 1)
 COLORS = [[0, 0, 0], [200, 30, 30], [20, 180, 60]]

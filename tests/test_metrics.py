@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from segtrain.metrics import confusion_matrix, scores
+from segtrain.evaluation.metrics import confusion_matrix, scores
 
 
 def test_confusion_matrix_counts_truth_rows_prediction_columns_and_skips_ignored():
@@ -42,7 +42,7 @@ def test_empty_matrix_gives_nan_not_an_exception():
 
 
 def test_class_map_equals_argmax_including_ties():
-    from segtrain.inference import class_map
+    from segtrain.evaluation.inference import class_map
 
     logits = torch.randn(2, 3, 5, 7)
     logits[0, :, 0, 0] = 1.0  # a three-way tie: the first class wins, as with argmax

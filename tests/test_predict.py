@@ -8,12 +8,12 @@ from PIL import Image
 
 from conftest import run_cli, save_fresh_checkpoint
 from segtrain.cli import main
-from segtrain.classes import voc_colormap
+from segtrain.data.classes import voc_colormap
 from segtrain.errors import ConfigError
-from segtrain.export import export
-from segtrain.predict import predict
-from segtrain.synthetic import sky_sample
-from segtrain.tiling import sliding_window, windows
+from segtrain.use.export import export
+from segtrain.use.predict import predict
+from segtrain.data.synthetic import sky_sample
+from segtrain.evaluation.tiling import sliding_window, windows
 
 CKPT = "MODEL-tiny/model_best.pth.tar"
 SIZES_AND_MODES = [((32, 32), "RGB"), ((40, 56), "L"), ((56, 40), "RGBA"), ((75, 61), "RGB"), ((33, 47), "P")]

@@ -12,8 +12,8 @@ import torch
 
 from conftest import tiny_config
 from segtrain.cli import main
-from segtrain.logcsv import COLUMNS, keep_rows_through
-from segtrain.synthetic import write_sky_folder
+from segtrain.outputs.logcsv import COLUMNS, keep_rows_through
+from segtrain.data.synthetic import write_sky_folder
 
 # 12 training images / batch 4 = 3 batches per epoch; validation at 0, 3 and 6.
 RUN = tiny_config(max_iteration=6, interval_validate=3, log_interval=1)

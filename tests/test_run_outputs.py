@@ -16,9 +16,9 @@ from PIL import Image
 
 from conftest import run_cli, tiny_config
 from segtrain.cli import main
-from segtrain.curves import LogFileError, read_log
-from segtrain.progress import ProgressReporter
-from segtrain.synthetic import write_sky_folder
+from segtrain.outputs.curves import LogFileError, read_log
+from segtrain.outputs.progress import ProgressReporter
+from segtrain.data.synthetic import write_sky_folder
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -230,7 +230,7 @@ def test_report_is_one_self_contained_file_with_every_part(trained):
 
 
 def test_report_escapes_class_names(tmp_path):
-    from segtrain.report import ReportData, Validation, build_report
+    from segtrain.outputs.report import ReportData, Validation, build_report
 
     result = {"mean_iu": 0.5, "acc": 0.5, "acc_cls": 0.5, "fwavacc": 0.5, "loss": 1.0, "iu": [0.5, 0.5],
               "recall": [0.5, 0.5], "precision": [0.5, 0.5], "f1": [0.5, 0.5], "pixels": [2, 2],

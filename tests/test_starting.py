@@ -20,9 +20,9 @@ from PIL import Image
 
 from conftest import run_cli
 from segtrain.cli import main
-from segtrain.config import load_config
-from segtrain.dataset import inspect_root
-from segtrain.synthetic import write_sky_folder
+from segtrain.config.load import load_config
+from segtrain.data.folder import inspect_root
+from segtrain.data.synthetic import write_sky_folder
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRYPOINT = REPO / "docker" / "entrypoint.sh"
@@ -146,7 +146,7 @@ def _archive(tmp_path, layout: dict[str, int], jpeg_masks=True) -> Path:
     """WaggleClouds.tar.gz with sky images at the given inner paths (e.g. {"WaggleClouds/train": 6})."""
     src = tmp_path / "src"
     rng = np.random.default_rng(0)
-    from segtrain.synthetic import sky_sample
+    from segtrain.data.synthetic import sky_sample
 
     for inner, count in layout.items():
         for kind in ("images", "labels"):

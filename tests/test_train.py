@@ -9,8 +9,8 @@ from PIL import Image
 
 from conftest import SHARED_DATA, run_cli, tiny_config, write_config
 from segtrain.cli import main
-from segtrain.logcsv import HEADER
-from segtrain.synthetic import write_sky_folder
+from segtrain.outputs.logcsv import HEADER
+from segtrain.data.synthetic import write_sky_folder
 
 
 def read_log(path):
@@ -113,7 +113,7 @@ def test_original_container_command_line(tmp_path):
 
 
 def test_exact_stem_matching_pairs_image1_with_image1_only(tmp_path):
-    from segtrain.dataset import find_pairs
+    from segtrain.data.folder import find_pairs
 
     for folder in ("images", "labels"):
         (tmp_path / folder).mkdir()

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
 
-from segtrain.dataset import SegmentationDataset
+from segtrain.data.folder import SegmentationDataset
 
 BYTES_PER_PIXEL = 4  # RGB image + one-byte label
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segtrain.curves import draw_curves, read_log
-from segtrain.dataset import DataSpec
-from segtrain.report import ReportData, Validation, write_report
-from segtrain.tensorboard_log import TensorBoardLog
+from segtrain.outputs.curves import draw_curves, read_log
+from segtrain.data.folder import DataSpec
+from segtrain.outputs.report import ReportData, Validation, write_report
+from segtrain.outputs.tensorboard_log import TensorBoardLog
 
 
 def dataset_summary(spec: DataSpec) -> dict[str, object]:

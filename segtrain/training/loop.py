@@ -18,26 +18,28 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from segtrain import __version__, distributed, interrupt
-from segtrain.atomic import remove_stale_temps
-from segtrain.cache import fill_cache
-from segtrain.checkpoint import load_weights, read_checkpoint, save_atomic
-from segtrain.classes import voc_colormap
-from segtrain.dataset import DataSpec, SegmentationDataset, collate_eval, inspect_root
+from segtrain import __version__
+from segtrain.runtime import distributed
+from segtrain.runtime import interrupt
+from segtrain.outputs.atomic import remove_stale_temps
+from segtrain.data.cache import fill_cache
+from segtrain.outputs.checkpoints import load_weights, read_checkpoint, save_atomic
+from segtrain.data.classes import voc_colormap
+from segtrain.data.folder import DataSpec, SegmentationDataset, collate_eval, inspect_root
 from segtrain.errors import OutputError, SegtrainError
-from segtrain.inference import autocast, class_map, native_logits
-from segtrain.labels import IGNORE
-from segtrain.logcsv import LogWriter, keep_rows_through
-from segtrain.metrics import confusion_matrix, scores
-from segtrain.models import build_model, resolve_backbone_weights
-from segtrain.progress import ProgressReporter
-from segtrain.resume import (CHECKPOINT_NAME, Progress, check_compatible, checkpoint_to_resume, read_resumable,
+from segtrain.evaluation.inference import autocast, class_map, native_logits
+from segtrain.data.labels import IGNORE
+from segtrain.outputs.logcsv import LogWriter, keep_rows_through
+from segtrain.evaluation.metrics import confusion_matrix, scores
+from segtrain.models.registry import build_model, resolve_backbone_weights
+from segtrain.outputs.progress import ProgressReporter
+from segtrain.training.resume import (CHECKPOINT_NAME, Progress, check_compatible, checkpoint_to_resume, read_resumable,
                              restore, restore_rng, resume_state)
-from segtrain.run_outputs import RunOutputs
-from segtrain.sampling import EpochBatchSampler, ShardedBatches, sample_position
-from segtrain.transforms import MEAN, STD, eval_transform, train_transform
-from segtrain.visualize import write_visualization
-from segtrain.workers import plan_workers
+from segtrain.outputs.run_outputs import RunOutputs
+from segtrain.data.sampling import EpochBatchSampler, ShardedBatches, sample_position
+from segtrain.data.transforms import MEAN, STD, eval_transform, train_transform
+from segtrain.outputs.visualize import write_visualization
+from segtrain.runtime.workers import plan_workers
 
 AUX_WEIGHT = 0.5  # torchvision references' weight for the auxiliary head
 

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from segtrain.errors import CheckpointError
-from segtrain.tiling import sliding_window
+from segtrain.evaluation.tiling import sliding_window
 
 METADATA_KEY = "segtrain"  # the ONNX metadata_props entry (and TorchScript extra file stem) holding JSON
 

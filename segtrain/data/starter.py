@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from segtrain.classes import read_class_names
-from segtrain.config import DEFAULT_LR, DEFAULT_MODEL, DEFAULT_OPTIMIZER, KEYS, resolve
-from segtrain.dataset import check_sizes, find_splits
+from segtrain.data.classes import read_class_names
+from segtrain.config.load import DEFAULT_LR, DEFAULT_MODEL, DEFAULT_OPTIMIZER, KEYS, resolve
+from segtrain.data.folder import check_sizes, find_splits
 from segtrain.errors import DatasetError
-from segtrain.labels import DETECTION_SAMPLE, LOSSY_SUFFIXES, _sample, detect_decoder, read_mask
+from segtrain.data.labels import DETECTION_SAMPLE, LOSSY_SUFFIXES, _sample, detect_decoder, read_mask
 
 MAX_GUESSED_LEVELS = 16  # more distinct values than this look like a photo or lossy noise, not classes
 DEFAULT_INPUT_SIDE = 512  # large or mixed-size images are trained at this size

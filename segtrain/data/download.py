@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segtrain.errors import SegtrainError
-from segtrain.presets import PRESETS
+from segtrain.config.presets import PRESETS
 
 CONNECT_TIMEOUT_S = 15
 READ_TIMEOUT_S = 120  # a stalled transfer fails instead of hanging forever
@@ -133,7 +133,7 @@ def arrange(tree: Path, dest: Path, log=print) -> list[str]:
 
 
 def download(name: str, dest: Path, url: str | None = None, archive: Path | None = None, log=print) -> Path:
-    from segtrain import starter
+    from segtrain.data import starter
 
     if name not in DATASETS:
         raise DownloadError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}.")

@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image
 
 from segtrain.errors import ConfigError, DatasetError
-from segtrain.images import IMAGE_SUFFIXES, list_images, read_image
-from segtrain.visualize import colorize, overlay
+from segtrain.data.images import IMAGE_SUFFIXES, list_images, read_image
+from segtrain.outputs.visualize import colorize, overlay
 
 PROGRESS_SECONDS = 5.0
 
@@ -33,12 +33,12 @@ def open_predictor(model_path: Path, device: str = "auto", tile: int | None = No
     if tile is not None and not 0 <= overlap < tile:
         raise ConfigError(f"--overlap {overlap}: must be at least 0 and smaller than --tile {tile}.")
     if Path(model_path).suffix.lower() == ".onnx":
-        from segtrain.onnx_predictor import OnnxPredictor
+        from segtrain.use.onnx_predictor import OnnxPredictor
 
         if not Path(model_path).is_file():
             raise ConfigError(f"{model_path}: ONNX file not found. Check the --checkpoint path.")
         return OnnxPredictor(Path(model_path), tile, overlap)
-    from segtrain.trained import TorchPredictor, load_trained
+    from segtrain.use.trained import TorchPredictor, load_trained
 
     return TorchPredictor(load_trained(Path(model_path), device, log), tile, overlap)
 

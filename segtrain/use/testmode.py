@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from segtrain.errors import ConfigError, DatasetError
-from segtrain.evaluate import evaluate, format_table, write_json
-from segtrain.predict import predict
+from segtrain.use.evaluate import evaluate, format_table, write_json
+from segtrain.use.predict import predict
 
 
 def run_test(root: Path, cfg: dict, log=print) -> dict | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segtrain.checkpoint import read_checkpoint
+from segtrain.outputs.checkpoints import read_checkpoint
 from segtrain.errors import CheckpointError
 
 CHECKPOINT_NAME = "checkpoint.pth.tar"

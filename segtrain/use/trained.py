@@ -15,15 +15,15 @@ import torch
 from torch import nn
 
 from segtrain import __version__
-from segtrain.checkpoint import read_checkpoint
-from segtrain.classes import voc_colormap
-from segtrain.config import KEYS
-from segtrain.dataset import eval_input
+from segtrain.outputs.checkpoints import read_checkpoint
+from segtrain.data.classes import voc_colormap
+from segtrain.config.load import KEYS
+from segtrain.data.folder import eval_input
 from segtrain.errors import CheckpointError
-from segtrain.inference import class_map, native_logits
-from segtrain.models import REGISTRY, build_model
-from segtrain.trainer import select_device
-from segtrain.transforms import MEAN, STD, eval_transform
+from segtrain.evaluation.inference import class_map, native_logits
+from segtrain.models.registry import REGISTRY, build_model
+from segtrain.training.loop import select_device
+from segtrain.data.transforms import MEAN, STD, eval_transform
 
 
 @dataclass

@@ -8,13 +8,13 @@ import json
 import math
 from pathlib import Path
 
-from segtrain.classes import read_class_colors, read_class_names
-from segtrain.dataset import check_sizes, find_pairs, inspect_root
+from segtrain.data.classes import read_class_colors, read_class_names
+from segtrain.data.folder import check_sizes, find_pairs, inspect_root
 from segtrain.errors import DatasetError
-from segtrain.labels import detect_decoder
-from segtrain.predict import write_atomic
-from segtrain.trained import TrainedModel, load_trained
-from segtrain.trainer import make_criterion, make_eval_loader, validate
+from segtrain.data.labels import detect_decoder
+from segtrain.use.predict import write_atomic
+from segtrain.use.trained import TrainedModel, load_trained
+from segtrain.training.loop import make_criterion, make_eval_loader, validate
 
 
 def split_pairs(root: Path, trained: TrainedModel, split: str, log=print):

@@ -9,7 +9,7 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-from segtrain.tiling import sliding_window
+from segtrain.evaluation.tiling import sliding_window
 
 
 def autocast(device: torch.device, enabled: bool):

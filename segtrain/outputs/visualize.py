@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segtrain.atomic import atomic_open
-from segtrain.labels import IGNORE
+from segtrain.outputs.atomic import atomic_open
+from segtrain.data.labels import IGNORE
 
 IGNORE_COLOR = (224, 224, 192)  # VOC's void colour
 CELL_MAX_SIDE = 256

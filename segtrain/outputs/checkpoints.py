@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from segtrain.atomic import atomic_open
+from segtrain.outputs.atomic import atomic_open
 from segtrain.errors import CheckpointError
 
 FORMAT_VERSION = 1

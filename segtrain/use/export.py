@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from segtrain.dataset import eval_input
+from segtrain.data.folder import eval_input
 from segtrain.errors import SegtrainError
-from segtrain.images import IMAGE_SUFFIXES, read_image
-from segtrain.onnx_predictor import METADATA_KEY
-from segtrain.trained import TrainedModel, load_trained
-from segtrain.transforms import eval_transform
+from segtrain.data.images import IMAGE_SUFFIXES, read_image
+from segtrain.use.onnx_predictor import METADATA_KEY
+from segtrain.use.trained import TrainedModel, load_trained
+from segtrain.data.transforms import eval_transform
 
 MIN_AGREEMENT = 0.999
 FORMATS = ("onnx", "torchscript")
@@ -111,7 +111,7 @@ def verification_inputs(trained: TrainedModel, size: list[int], dynamic: bool, v
             raise ExportError(f"--verify-on {verify_on}: no images found; give an image or a folder of images.")
         images, what = [read_image(p) for p in paths[:VERIFY_IMAGES]], f"{min(len(paths), VERIFY_IMAGES)} image(s) of {verify_on}"
     else:
-        from segtrain.synthetic import sky_sample
+        from segtrain.data.synthetic import sky_sample
 
         rng = np.random.default_rng(0)
         images, what = [sky_sample(rng, max(size))[0] for _ in range(VERIFY_IMAGES)], "synthetic sky images"

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from segtrain.checkpoint import read_checkpoint
-from segtrain.dataset import DataSpec, SegmentationDataset, inspect_root
+from segtrain.outputs.checkpoints import read_checkpoint
+from segtrain.data.folder import DataSpec, SegmentationDataset, inspect_root
 from segtrain.errors import DatasetError, SegtrainError
-from segtrain.labels import IGNORE
-from segtrain.trainer import select_device
-from segtrain.workers import plan_workers
+from segtrain.data.labels import IGNORE
+from segtrain.training.loop import select_device
+from segtrain.runtime.workers import plan_workers
 
 PROGRESS_EVERY = 500
 PROBLEMS_SHOWN = 20

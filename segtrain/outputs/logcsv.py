@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from segtrain.atomic import atomic_open
+from segtrain.outputs.atomic import atomic_open
 from segtrain.errors import OutputError
 
 COLUMNS = [

@@ -15,11 +15,11 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
-from segtrain.classes import read_class_colors, read_class_names
+from segtrain.data.classes import read_class_colors, read_class_names
 from segtrain.errors import DatasetError
-from segtrain.images import IMAGE_SUFFIXES, list_images, read_image
-from segtrain.labels import LabelDecoder, detect_decoder, read_mask
-from segtrain.sampling import sample_seed
+from segtrain.data.images import IMAGE_SUFFIXES, list_images, read_image
+from segtrain.data.labels import LabelDecoder, detect_decoder, read_mask
+from segtrain.data.sampling import sample_seed
 
 LABEL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 

@@ -156,7 +156,7 @@ def _image_size(value, source):
 
 def resolve(raw: dict[str, Any], source: str = "config.list") -> dict[str, Any]:
     """Check every key and fill every default; the result holds only JSON-able built-ins."""
-    from segtrain.models import MODEL_NAMES  # the registry owns the list of names
+    from segtrain.models.registry import MODEL_NAMES  # the registry owns the list of names
 
     _check_known(raw, source)
     cfg = {key: default for key, (default, _) in KEYS.items()}

@@ -1,0 +1,1 @@
+"""The model registry: architecture name -> network, and backbone weights."""

@@ -1,0 +1,1 @@
+"""Everything a run writes: atomic files, checkpoints, log.csv, visualizations, curves, report, TensorBoard, progress."""

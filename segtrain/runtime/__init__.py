@@ -1,0 +1,1 @@
+"""Where code runs: devices, torchrun processes, stop signals, data-loading workers."""

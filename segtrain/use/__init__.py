@@ -1,0 +1,1 @@
+"""A trained model, rebuilt from its checkpoint alone: evaluate, predict, export, mode test."""
