@@ -1,11 +1,13 @@
-"""Hostile and odd files given as a checkpoint: nothing in them runs, nothing hangs, and every
-command answers with one line (exit 1, no traceback)."""
+"""Hostile and odd files given as a checkpoint or as a dataset archive: nothing in them runs or
+lands outside where the user pointed, nothing hangs, and every command answers with one line
+(exit 1, no traceback)."""
 
 from __future__ import annotations
 
 import io
 import os
 import pickle
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from segtrain.checkpoint import read_checkpoint
 from segtrain.cli import main
 from segtrain.errors import CheckpointError
 from segtrain.synthetic import write_sky_folder
+from test_starting import _archive, serve
 
 MARKER = "pwned"
 
@@ -234,3 +237,97 @@ def test_pretrained_net_that_would_block_fails_at_once(folder, tmp_path, case):
     result = run_cli("train", folder, "--config", tmp_path / "config.list", timeout=60)
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert ODD[case][1] in result.stderr
+
+
+# ---- hostile archives for `segtrain download` ---------------------------------------------------
+
+def _member(tar: tarfile.TarFile, name: str, kind=tarfile.REGTYPE, data: bytes = b"pwned", link: str = "") -> None:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.size = kind, link, len(data) if kind == tarfile.REGTYPE else 0
+    tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+
+
+def _tar(path: Path, members) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        _member(tar, "WaggleClouds/README.txt", data=b"terms")
+        for member in members:
+            _member(tar, *member)
+    return path
+
+
+# DEST is tmp/dest and the archive is unpacked in DEST/download/extracted: three levels below tmp.
+ESCAPES = {
+    "absolute path": lambda out: [(str(out / "marker"),)],
+    "../ escape": lambda out: [("../../../outside/marker",)],
+    "absolute symlink, then a file through it": lambda out: [("link", tarfile.SYMTYPE, b"", str(out)), ("link/marker",)],
+    "relative symlink out, then a file through it": lambda out: [("link", tarfile.SYMTYPE, b"", "../../../outside"),
+                                                                 ("link/marker",)],
+    "hardlink to an outside file, then a write to it": lambda out: [("hl", tarfile.LNKTYPE, b"", str(out / "kept")),
+                                                                    ("hl",)],
+    "fifo": lambda out: [("WaggleClouds/pipe", tarfile.FIFOTYPE)],
+    "character device": lambda out: [("WaggleClouds/null", tarfile.CHRTYPE)],
+}
+
+
+def _zip(path: Path, names) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("WaggleClouds/README.txt", "terms")
+        for name in names:
+            z.writestr(zipfile.ZipInfo(name), "pwned")
+    return path
+
+
+def _outside(tmp_path: Path) -> Path:
+    out = tmp_path / "outside"
+    out.mkdir()
+    (out / "kept").write_text("original")
+    return out
+
+
+def _refused_download(tmp_path: Path, capsys, archive: Path, out: Path) -> str:
+    capsys.readouterr()
+    assert main(["download", "waggle_clouds", str(tmp_path / "dest"), "--archive", str(archive)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {archive}: refused")
+    assert sorted(p.name for p in out.iterdir()) == ["kept"] and (out / "kept").read_text() == "original"
+    assert not (tmp_path / "dest" / "download" / "extracted").exists()
+    return err
+
+
+@pytest.mark.parametrize("case", list(ESCAPES))
+def test_download_refuses_a_tar_member_that_escapes_dest(tmp_path, capsys, case):
+    out = _outside(tmp_path)
+    err = _refused_download(tmp_path, capsys, _tar(tmp_path / "evil.tar.gz", ESCAPES[case](out)), out)
+    assert ("link" if "link" in case else "pipe" if case == "fifo" else "null" if "device" in case else "marker") in err
+
+
+@pytest.mark.parametrize("name", ["/{out}/marker", "../../../outside/marker", "WaggleClouds/../../../../outside/marker"])
+def test_download_refuses_a_zip_member_that_escapes_dest(tmp_path, capsys, name):
+    out = _outside(tmp_path)
+    name = name.format(out=str(out).lstrip("/"))
+    err = _refused_download(tmp_path, capsys, _zip(tmp_path / "evil.zip", [name]), out)
+    assert repr(name) in err
+    assert not list((tmp_path / "dest").rglob("marker"))
+
+
+def test_download_from_a_url_refuses_a_hostile_archive_too(tmp_path):
+    out = _outside(tmp_path)
+    served = tmp_path / "served"
+    served.mkdir()
+    _tar(served / "WaggleClouds.tar.gz", ESCAPES["../ escape"](out))
+    with serve(served) as url:
+        result = run_cli("download", "waggle_clouds", tmp_path / "dest", "--url", f"{url}/WaggleClouds.tar.gz", timeout=120)
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "%|" not in line]  # not the progress bar
+    assert result.returncode == 1 and len(lines) == 1 and "Traceback" not in result.stderr
+    assert "refused" in lines[0] and "../../../outside/marker" in lines[0]
+    assert sorted(p.name for p in out.iterdir()) == ["kept"]
+    assert not (tmp_path / "dest" / "download" / "WaggleClouds.tar.gz").exists()  # refetched next time
+
+
+def test_download_of_a_benign_zip_archive_is_arranged(tmp_path):
+    _archive(tmp_path, {"WaggleClouds/data/train": 4})
+    with zipfile.ZipFile(tmp_path / "clouds.zip", "w") as z:
+        for path in sorted((tmp_path / "src").rglob("*")):
+            z.write(path, path.relative_to(tmp_path / "src"))
+    assert main(["download", "waggle_clouds", str(tmp_path / "dest"), "--archive", str(tmp_path / "clouds.zip")]) == 0
+    assert len(list((tmp_path / "dest" / "train" / "images").iterdir())) == 4
