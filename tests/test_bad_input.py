@@ -112,7 +112,7 @@ CASES = {
     "pretrained_net random bytes": (lambda r: ((r / "junk.pth").write_bytes(os.urandom(4096)),
                                                set_config(r, pretrained_net="junk.pth")),
                                     ["junk.pth: not a PyTorch checkpoint"]),
-    "pickle without model_state_dict": (evil_pickle, ["evil.pth: a pickled checkpoint without a usable 'model_state_dict'",
+    "pickle without model_state_dict": (evil_pickle, ["evil.pth: refused, its pickle holds objects other than tensors",
                                                       "nothing in it was executed"]),
     "batch_size larger than the dataset": (lambda r: set_config(r, batch_size=100),
                                            ["batch_size is 100 but there are only 12 training images"]),

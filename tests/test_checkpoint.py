@@ -104,7 +104,7 @@ class _Evil:
 def test_malicious_pickle_without_weights_is_refused_and_not_executed(tmp_path):
     marker = tmp_path / "pwned"
     torch.save({"payload": _Evil(marker), "iteration": 1}, tmp_path / "evil.pth")
-    with pytest.raises(CheckpointError, match="without a usable 'model_state_dict'"):
+    with pytest.raises(CheckpointError, match="refused, .* names posix.system.* nothing in it was executed"):
         read_checkpoint(tmp_path / "evil.pth")
     assert not marker.exists()
 

@@ -1,7 +1,8 @@
 """`segtrain download`: fetch a published example dataset and arrange it into segtrain's folder.
 
-The archive is fetched with torchvision's `download_and_extract_archive`, as the original README
-told its users to. Its inner layout is not documented, so `arrange` looks for image and label
+The archive is fetched with torchvision's `download_url`, as the original README told its users to,
+and extracted here: members that would land outside the extraction folder (absolute paths, `..`,
+links pointing out) or that are device files refuse the archive. Its inner layout is not documented, so `arrange` looks for image and label
 folders at any depth: an images/ + labels/ pair under a train/, valid/ (val/) or test/ folder goes
 to that split, a single pair elsewhere becomes train/ (validation is then held out of it).
 """
@@ -10,11 +11,14 @@ from __future__ import annotations
 
 import shutil
 import socket
+import stat
+import tarfile
 import urllib.error
 import urllib.request
+import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from segtrain.errors import SegtrainError
 from segtrain.config.presets import PRESETS
@@ -77,7 +81,7 @@ def _socket_timeout(seconds: float):
 
 
 def fetch(url: str, download_dir: Path, extract_dir: Path, log=print) -> None:
-    from torchvision.datasets.utils import download_and_extract_archive
+    from torchvision.datasets.utils import download_url
 
     archive = download_dir / Path(url.split("?")[0]).name
     if not archive.is_file():
@@ -87,10 +91,60 @@ def fetch(url: str, download_dir: Path, extract_dir: Path, log=print) -> None:
         log(f"using the archive downloaded earlier: {archive}")
     try:
         with _socket_timeout(READ_TIMEOUT_S):
-            download_and_extract_archive(url, str(download_dir), str(extract_dir))
+            download_url(url, str(download_dir), archive.name)
+        extract(archive, extract_dir)
     except Exception as e:
-        archive.unlink(missing_ok=True)  # a partial file would pass for the archive next time
+        archive.unlink(missing_ok=True)  # a partial or refused file would pass for the archive next time
+        if isinstance(e, DownloadError):
+            raise
         raise DownloadError(f"{url}: download or extraction failed ({e}). Run the command again.") from None
+
+
+def _confined(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    # The data filter strips a leading "/" (and extracts the member inside); refuse it instead.
+    if member.name.startswith("/"):
+        raise tarfile.AbsolutePathError(member)
+    return tarfile.data_filter(member, dest)
+
+
+def _unsafe_zip_member(info: zipfile.ZipInfo) -> str | None:
+    name = info.filename.replace("\\", "/")
+    if name.startswith("/") or ":" in name.split("/")[0]:
+        return "has an absolute path"
+    if ".." in PurePosixPath(name).parts:
+        return "leads out of the folder with '..'"
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "is a symbolic link"
+    return None
+
+
+def extract(archive: Path, into: Path) -> None:
+    """Unpack a tar (.tar.gz, .tgz, ...) or zip archive into `into`, confined to it: a member with an
+    absolute path or `..`, a link pointing outside, or a device file or FIFO refuses the archive
+    (and what was unpacked of it is removed)."""
+    refused = None
+    if tarfile.is_tarfile(archive):
+        if not hasattr(tarfile, "data_filter"):  # added in Python 3.10.12 / 3.11.4
+            raise DownloadError(f"{archive}: this Python cannot extract archives safely (tarfile has no data filter). "
+                                "Update to Python 3.11.4 or newer, or extract the archive by hand.")
+        with tarfile.open(archive) as tar:
+            try:
+                tar.extractall(into, filter=_confined)
+            except tarfile.FilterError as e:
+                refused = str(e)
+    elif zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            unsafe = [(info.filename, why) for info in z.infolist() if (why := _unsafe_zip_member(info))]
+            if unsafe:
+                refused = f"{unsafe[0][0]!r} {unsafe[0][1]}"
+            else:
+                z.extractall(into)
+    else:
+        raise DownloadError(f"{archive}: not a tar or zip archive. Pass the .tar.gz file as downloaded.")
+    if refused:
+        shutil.rmtree(into, ignore_errors=True)
+        raise DownloadError(f"{archive}: refused, {refused}; nothing was written outside {into}. "
+                            "This is not the published archive: download it again from the dataset's site.")
 
 
 def find_pairs_of_folders(tree: Path) -> list[tuple[Path, Path, Path]]:
@@ -150,12 +204,12 @@ def download(name: str, dest: Path, url: str | None = None, archive: Path | None
         shutil.rmtree(extracted)  # a half-arranged earlier attempt: start the arrangement afresh
     work.mkdir(parents=True, exist_ok=True)
     if archive is not None:
-        from torchvision.datasets.utils import extract_archive
-
         if not Path(archive).is_file():
             raise DownloadError(f"{archive}: archive not found. Check the --archive path.")
         try:
-            extract_archive(str(archive), str(extracted))
+            extract(Path(archive), extracted)
+        except DownloadError:
+            raise
         except Exception as e:
             raise DownloadError(f"{archive}: cannot extract ({e}). Pass the .tar.gz file as downloaded.") from None
     else:

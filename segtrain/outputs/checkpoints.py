@@ -1,14 +1,22 @@
 """Checkpoints: written atomically, read without running code from the file.
 
-Our own files hold only tensors and built-ins, so `torch.load(weights_only=True)` reads them.
-The original tool also pickled its whole model object; for such files a restricted unpickler
-replaces every global other than tensor rebuilders with an inert stub, then keeps only the
-`model_state_dict` of tensors.
+Everything is read by torch's own weights-only unpickler, which builds only tensors and plain
+data and never resolves a global it does not know. Our own files need nothing more. The original
+tool also pickled its whole model object (classes that may no longer exist); for such files every
+class the pickle names outside torch's allow-list is mapped, by its exact name, to an inert stub:
+it may be instantiated and given state (which it drops), but calling it, the way a `__reduce__`
+payload runs a function, refuses the whole file. Only the `model_state_dict` of tensors is kept.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import pickle
+import pickletools
+import stat
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +27,9 @@ from segtrain.outputs.atomic import atomic_open
 from segtrain.errors import CheckpointError
 
 FORMAT_VERSION = 1
+ZIP_MAGIC = b"PK\x03\x04"
+LEGACY_PICKLES = 5  # the legacy format: magic number, protocol, sys info, the object, storage keys
+POINT_AT = "Point pretrained_net / --checkpoint at a .pth/.pth.tar file written by torch.save"
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -27,11 +38,22 @@ def save_atomic(obj: Any, path: Path) -> None:
         torch.save(obj, f)
 
 
-class _Inert:
-    """Stands in for any class or function a legacy pickle names; calling it does nothing."""
+class _Refused(Exception):
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
 
-    def __init__(self, *args, **kwargs):
-        pass
+
+class _StubMeta(type):
+    def __call__(cls, *args, **kwargs):
+        # REDUCE calls what the pickle names (os.system, exec, ...); no checkpoint needs that.
+        raise _Refused(cls.global_name)
+
+
+class _Stub(metaclass=_StubMeta):
+    """Stands in for a class the pickle names; the unpickler creates it with __new__ (NEWOBJ)."""
+
+    global_name = ""
 
     def __new__(cls, *args, **kwargs):
         return object.__new__(cls)
@@ -39,47 +61,42 @@ class _Inert:
     def __setstate__(self, state):
         pass
 
-    def __call__(self, *args, **kwargs):
-        return _Inert()
 
-    def __setitem__(self, key, value):
-        pass
-
-    def append(self, item):
-        pass
-
-    def extend(self, items):
-        pass
+def _stub(name: str) -> tuple[type, str]:
+    return _StubMeta(f"Stub[{name}]", (_Stub,), {"global_name": name}), name
 
 
-def _allowed(module: str, name: str) -> bool:
-    if module == "collections" and name == "OrderedDict":
-        return True
-    if module == "torch._utils" and name.startswith("_rebuild_"):
-        return True  # these only rebuild tensors and parameters from storages
-    if module == "torch" and (name.endswith("Storage") or name in ("Size", "device")):
-        return True
-    if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-        return True
-    return False
+def _pickle_globals(stream) -> set[str]:
+    """The names of the GLOBAL opcodes of the one pickle read from stream (read up to its STOP)."""
+    return {arg.replace(" ", ".", 1) for op, arg, _ in pickletools.genops(stream) if op.name == "GLOBAL"}
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if _allowed(module, name):
-            return super().find_class(module, name)
-        return type(f"Inert_{name}", (_Inert,), {})
+def _unknown_globals(path: Path) -> set[str]:
+    """The globals a checkpoint names that torch's weights-only unpickler does not allow."""
+    if zipfile.is_zipfile(path):
+        try:
+            return set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        except Exception:
+            return set()  # not readable as torch's zip format: the load that follows says so
+    found: set[str] = set()
+    with open(path, "rb") as f:
+        for _ in range(LEGACY_PICKLES):
+            try:
+                found |= _pickle_globals(f)
+            except Exception:
+                break  # the raw storage bytes after the pickles, or a damaged file
+    # The same allow-list get_unsafe_globals_in_checkpoint subtracts for the zip format.
+    return found - set(torch._weights_only_unpickler._get_allowed_globals())
 
 
-class _RestrictedPickleModule:
-    """The pickle_module torch.load uses: its Unpickler stubs every global not allowed."""
-
-    Unpickler = _RestrictedUnpickler
-
-    @staticmethod
-    def load(file, **kwargs):  # torch's legacy format unpickles its header with load(): restrict it too
-        return _RestrictedUnpickler(file, **kwargs).load()
-    __name__ = "segtrain_restricted_pickle"
+def _starts_as_legacy(path: Path) -> bool:
+    """torch's legacy format starts with a pickle of its magic number (at any pickle protocol)."""
+    with open(path, "rb") as f:
+        try:
+            return any(op.name == "LONG1" and arg == torch.serialization.MAGIC_NUMBER
+                       for op, arg, _ in pickletools.genops(f))
+        except Exception:
+            return False
 
 
 def _is_tensor_dict(obj) -> bool:
@@ -91,11 +108,10 @@ def _is_tensor_dict(obj) -> bool:
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """The file's top-level dict. Plain state_dicts come back as {"model_state_dict": ...}."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found. Check the path (relative paths are from the data folder).")
+    _check_regular_file(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as safe_error:  # not loadable safely: maybe the original tool's pickled model
+        obj = _load(path)
+    except Exception as safe_error:  # not loadable as it is: maybe the original tool's pickled model
         obj = _read_legacy(path, safe_error)
     if _is_tensor_dict(obj):
         return {"model_state_dict": obj}
@@ -109,21 +125,68 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     )
 
 
-def _read_legacy(path: Path, safe_error: Exception) -> dict[str, Any]:
+def _check_regular_file(path: Path) -> None:
+    """Only a regular file is opened: a FIFO would block the open, /dev/zero never ends."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RestrictedPickleModule)
-    except Exception:
-        raise CheckpointError(
-            f"{path}: not a PyTorch checkpoint ({type(safe_error).__name__}). "
-            "Point pretrained_net / --checkpoint at a .pth/.pth.tar file written by torch.save."
-        ) from None
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise CheckpointError(f"{path}: a symbolic link to {os.readlink(path)}, which does not exist. "
+                                  f"{POINT_AT}.") from None
+        raise CheckpointError(f"{path}: checkpoint not found. Check the path (relative paths are from the data folder).") from None
+    except OSError as e:
+        what = "a symbolic link loop (the link leads back to itself)" if e.errno == errno.ELOOP else f"cannot be read ({e.strerror})"
+        raise CheckpointError(f"{path}: {what}. {POINT_AT}.") from None
+    if stat.S_ISDIR(mode):
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint. Point pretrained_net / --checkpoint at a file "
+                              f"in it, e.g. {path / 'model_best.pth.tar'}.")
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+                else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file")
+        raise CheckpointError(f"{path}: is {kind}, not a regular file. {POINT_AT}.")
+
+
+def _load(path: Path) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. "pickle protocol 4": the refusal, if any, says what matters
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _read_legacy(path: Path, safe_error: Exception) -> dict[str, Any]:
+    stubs = [_stub(name) for name in sorted(_unknown_globals(path))]
+    if not stubs:
+        raise _unreadable(path, safe_error)
+    try:
+        with torch.serialization.safe_globals(stubs):
+            obj = _load(path)
+    except Exception as e:
+        raise _unreadable(path, e, [name for _, name in stubs]) from None
     if isinstance(obj, dict) and _is_tensor_dict(obj.get("model_state_dict")):
-        kept = {k: v for k, v in obj.items() if k != "model" and not isinstance(v, _Inert)}
-        return kept
+        return {k: v for k, v in obj.items() if k != "model" and not isinstance(v, _Stub)}
     raise CheckpointError(
         f"{path}: a pickled checkpoint without a usable 'model_state_dict' of tensors; it was not "
         "loaded (nothing in it was executed). Re-save the weights with torch.save(model.state_dict(), file)."
     )
+
+
+def _unreadable(path: Path, error: Exception, named: list[str] = ()) -> CheckpointError:
+    if isinstance(error, OSError):
+        return CheckpointError(f"{path}: cannot be read ({error.strerror or error}). {POINT_AT}.")
+    with open(path, "rb") as f:
+        is_zip = f.read(len(ZIP_MAGIC)) == ZIP_MAGIC
+    if isinstance(error, _Refused):
+        why = f"its pickle calls {error.name}, which no checkpoint needs"
+    elif not is_zip and not _starts_as_legacy(path):
+        return CheckpointError(f"{path}: not a PyTorch checkpoint ({type(error).__name__}). {POINT_AT}.")
+    elif is_zip and not zipfile.is_zipfile(path) or isinstance(error, EOFError):
+        why = "the file is truncated (it ends early)"
+    elif isinstance(error, pickle.UnpicklingError):
+        why = "its pickle holds objects other than tensors and plain data" + (
+            f" (it names {', '.join(named[:3])})" if named else "")
+    else:
+        why = f"the file is damaged ({type(error).__name__}: {str(error).splitlines()[0][:100]})"
+    return CheckpointError(f"{path}: refused, {why}; it was not loaded and nothing in it was executed. "
+                           "Copy the file again, or use a checkpoint written by torch.save from a source you trust.")
 
 
 def _strip(key: str) -> str:
