@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torchvision import tv_tensors
 
 from segtrain.classes import read_class_colors, read_class_names
 from segtrain.errors import DatasetError
-from segtrain.images import IMAGE_SUFFIXES, list_images, read_image
+from segtrain.images import IMAGE_SUFFIXES, list_images, open_image, read_image, upright_size
 from segtrain.labels import LabelDecoder, detect_decoder, read_mask
 from segtrain.sampling import sample_seed
 
@@ -90,12 +89,9 @@ def looks_truncated(path: Path, format: str | None) -> bool:
 
 
 def header_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the file's header; unreadable or truncated files are errors."""
-    try:
-        with Image.open(path) as img:
-            size, cut = img.size, looks_truncated(path, img.format)
-    except (OSError, ValueError, SyntaxError) as e:
-        raise DatasetError(f"{path}: cannot read this image ({e}). Replace or remove the file.") from None
+    """(width, height), upright, from the file's header; unreadable, truncated or too large files are errors."""
+    with open_image(path) as img:
+        size, cut = upright_size(img), looks_truncated(path, img.format)
     if cut:
         raise DatasetError(f"{path}: the file is truncated (cut short). Replace or remove the file.")
     return size

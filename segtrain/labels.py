@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from segtrain.errors import DatasetError
+from segtrain.images import load_upright, open_image
 
 IGNORE = 255
 LOSSY_SUFFIXES = {".jpg", ".jpeg"}
@@ -22,17 +22,14 @@ DETECTION_SAMPLE = 32
 
 def read_mask(path: Path) -> np.ndarray:
     """A mask as HxW (grey or palette indices) or HxWx3 (colour) array; grey RGB collapses to HxW."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode == "P":
-                return np.asarray(img)  # palette masks store class indices; the palette is only for viewing
-            if img.mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F"):
-                array = np.asarray(img)
-                return array.astype(np.int64) if array.dtype != np.uint8 else array
-            array = np.asarray(img.convert("RGB"))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL: SyntaxError = broken file
-        raise DatasetError(f"{path}: cannot read this label image ({e}). Replace or remove the file.") from None
+    with open_image(path, "label image") as img:
+        img = load_upright(img)
+        if img.mode == "P":
+            return np.asarray(img)  # palette masks store class indices; the palette is only for viewing
+        if img.mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F"):
+            array = np.asarray(img)
+            return array.astype(np.int64) if array.dtype != np.uint8 else array
+        array = np.asarray(img.convert("RGB"))
     if (array[..., 0] == array[..., 1]).all() and (array[..., 1] == array[..., 2]).all():
         return array[..., 0]
     return array
