@@ -112,6 +112,21 @@ def check_sizes(pairs: list[Pair]) -> set[tuple[int, int]]:
     return sizes
 
 
+def too_large_to_train(error: BaseException, spec: "DataSpec", cfg: dict) -> str | None:
+    """The message for a training run that ran out of memory (None for any other error): the
+    largest image and the input size and batch size tried, and the keys that make it fit."""
+    text = str(error)
+    if not (isinstance(error, (torch.OutOfMemoryError, MemoryError))
+            or "DefaultCPUAllocator" in text or "out of memory" in text):
+        return None
+    sizes = {pair.image: header_size(pair.image) for pair in spec.train + spec.valid}
+    largest = max(sizes, key=lambda path: sizes[path][0] * sizes[path][1])
+    shown = "native size" if cfg["image_size"] is None else "x".join(map(str, cfg["image_size"]))
+    return (f"out of memory training {cfg['model']} on input of {shown} with batch_size {cfg['batch_size']}; "
+            f"the largest image is {largest} ({sizes[largest][0]}x{sizes[largest][1]}). "
+            'Set "image_size" in config.list to train at a smaller size (e.g. 512), or lower "batch_size".')
+
+
 def holdout(pairs: list[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
     """A seeded split, so the same folder and seed always validate on the same images."""
     order = list(range(len(pairs)))

@@ -1,6 +1,9 @@
 """Images as users have them: far too large to decode safely, or stored sideways with EXIF rotation."""
 
+import os
 import struct
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -72,3 +75,29 @@ def test_exif_rotated_jpeg_is_read_upright_and_its_mask_aligns(tmp_path, capsys)
     assert upright.shape == (48, 32, 3) and np.abs(upright.astype(int) - image).mean() < 2
     assert main(["check", str(root), "--set", "batch_size=1"]) == 0, capsys.readouterr().err
     assert "problems: none" in capsys.readouterr().out
+
+
+def test_image_too_large_to_train_names_it_and_leaves_no_model_folder(tmp_path):
+    root = write_sky_folder(tmp_path / "data", n_train=3, n_valid=2, size=32,
+                            config=tiny_config(image_size=None, batch_size=1, max_iteration=4, interval_validate=100,
+                                              device="cpu", cache_mb=0))
+    big = root / "train" / "images" / "huge.png"
+    Image.new("RGB", (4096, 4096), (90, 140, 220)).save(big)
+    Image.new("L", (4096, 4096), 255).save(root / "train" / "labels" / "huge.png")
+    before = snapshot(root)
+
+    # 800 MB above what the imports take (untouched, mostly): a 32 px step fits, the first layers'
+    # outputs for a 4096 px image (1 GB each) do not, on any machine.
+    little_memory = (
+        "import resource, runpy, sys, segtrain.trainer\n"
+        "data = int(open('/proc/self/status').read().split('VmData:')[1].split()[0]) * 1024\n"
+        "resource.setrlimit(resource.RLIMIT_DATA, (data + 800 * 2**20, resource.RLIM_INFINITY))\n"
+        f"sys.argv = ['segtrain', 'train', {str(root)!r}]\n"
+        "runpy.run_module('segtrain', run_name='__main__')\n")
+    result = subprocess.run([sys.executable, "-c", little_memory], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert f"out of memory training fcn_resnet18 on input of native size with batch_size 1; the largest image is {big} (4096x4096)" in result.stderr
+    assert 'Set "image_size"' in result.stderr
+    assert snapshot(root) == before  # no MODEL-tiny folder left
