@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from conftest import run_cli, tiny_config, write_config
-from segtrain.checkpoint import read_checkpoint
+from segtrain.outputs.checkpoints import read_checkpoint
 from segtrain.cli import main
 from segtrain.errors import CheckpointError
-from segtrain.synthetic import write_sky_folder
+from segtrain.data.synthetic import write_sky_folder
 from test_starting import _archive, serve
 
 MARKER = "pwned"

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from segtrain.evaluation.metrics import confusion_matrix, scores
@@ -50,3 +51,12 @@ def test_class_map_equals_argmax_including_ties():
     assert torch.equal(class_map(logits, 1), logits.argmax(1))
     assert class_map(logits, 1)[0, 0, 0] == 0 and class_map(logits, 1)[1, 2, 3] == 1
     assert torch.equal(class_map(logits[0], 0), logits[0].argmax(0))
+
+
+@pytest.mark.parametrize("bad", [-1, 3, 7])
+def test_prediction_outside_the_classes_is_an_error_not_a_wrong_cell(bad):
+    truth = torch.tensor([[0, 1, 2, 255]])
+    pred = torch.tensor([[0, 1, bad, 0]])  # 3 would count in row 2 as class 0's cell of the next row
+    with pytest.raises(RuntimeError, match=r"predictions must be class indices 0\.\.2"):
+        confusion_matrix(truth, pred, 3)
+    assert confusion_matrix(truth, torch.tensor([[0, 1, 2, 2]]), 3).sum() == 3

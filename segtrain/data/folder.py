@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torchvision import tv_tensors
 
 from segtrain.data.classes import read_class_colors, read_class_names
 from segtrain.errors import DatasetError
-from segtrain.data.images import IMAGE_SUFFIXES, list_images, read_image
+from segtrain.data.images import IMAGE_SUFFIXES, list_images, open_image, read_image, upright_size
 from segtrain.data.labels import LabelDecoder, detect_decoder, read_mask
 from segtrain.data.sampling import sample_seed
 
@@ -90,12 +89,9 @@ def looks_truncated(path: Path, format: str | None) -> bool:
 
 
 def header_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the file's header; unreadable or truncated files are errors."""
-    try:
-        with Image.open(path) as img:
-            size, cut = img.size, looks_truncated(path, img.format)
-    except (OSError, ValueError, SyntaxError) as e:
-        raise DatasetError(f"{path}: cannot read this image ({e}). Replace or remove the file.") from None
+    """(width, height), upright, from the file's header; unreadable, truncated or too large files are errors."""
+    with open_image(path) as img:
+        size, cut = upright_size(img), looks_truncated(path, img.format)
     if cut:
         raise DatasetError(f"{path}: the file is truncated (cut short). Replace or remove the file.")
     return size
@@ -114,6 +110,21 @@ def check_sizes(pairs: list[Pair]) -> set[tuple[int, int]]:
             )
         sizes.add((image_size[1], image_size[0]))
     return sizes
+
+
+def too_large_to_train(error: BaseException, spec: "DataSpec", cfg: dict) -> str | None:
+    """The message for a training run that ran out of memory (None for any other error): the
+    largest image and the input size and batch size tried, and the keys that make it fit."""
+    text = str(error)
+    if not (isinstance(error, (torch.OutOfMemoryError, MemoryError))
+            or "DefaultCPUAllocator" in text or "out of memory" in text):
+        return None
+    sizes = {pair.image: header_size(pair.image) for pair in spec.train + spec.valid}
+    largest = max(sizes, key=lambda path: sizes[path][0] * sizes[path][1])
+    shown = "native size" if cfg["image_size"] is None else "x".join(map(str, cfg["image_size"]))
+    return (f"out of memory training {cfg['model']} on input of {shown} with batch_size {cfg['batch_size']}; "
+            f"the largest image is {largest} ({sizes[largest][0]}x{sizes[largest][1]}). "
+            'Set "image_size" in config.list to train at a smaller size (e.g. 512), or lower "batch_size".')
 
 
 def holdout(pairs: list[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:

@@ -5,24 +5,67 @@ Free of torch, so predicting with an ONNX file works on a node without PyTorch.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from segtrain.errors import DatasetError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 
 
-def read_image(path: Path) -> np.ndarray:
-    """HxWx3 uint8; grey, palette and alpha images become RGB."""
+@contextmanager
+def open_image(path: Path, what: str = "image") -> Iterator[Image.Image]:
+    """Image.open whose failures, inside the block too, are one-line DatasetErrors naming the file.
+
+    Pillow only warns between MAX_IMAGE_PIXELS and twice that, then decodes anyway: at that size
+    (about 90 million pixels and up) a file is refused as well, before it takes the memory.
+    """
     try:
-        with Image.open(path) as img:
-            img.load()
-            return np.array(img.convert("RGB"))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL: SyntaxError = broken file
-        raise DatasetError(f"{path}: cannot read this image ({e}). Replace or remove the file.") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                yield img
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DatasetError(f"{path}: this {what} is too large to decode safely ({e}). "
+                           "Downscale it, or remove the file.") from None
+    except (OSError, ValueError, SyntaxError) as e:  # PIL: SyntaxError = broken file
+        raise DatasetError(f"{path}: cannot read this {what} ({e}). Replace or remove the file.") from None
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation from the file's header (1: as stored). A PNG's EXIF chunk after the
+    pixels is not looked for: reading it decodes the whole file, and sizes come from headers."""
+    if img.format == "PNG" and "exif" not in img.info:
+        return 1
+    return img.getexif().get(EXIF_ORIENTATION, 1)
+
+
+def upright_size(img: Image.Image) -> tuple[int, int]:
+    """(width, height) as viewers show the image: orientations 5-8 turn it a quarter."""
+    width, height = img.size
+    return (height, width) if _orientation(img) in (5, 6, 7, 8) else (width, height)
+
+
+def load_upright(img: Image.Image) -> Image.Image:
+    """The decoded picture as viewers show it, EXIF rotation applied (a phone's portrait JPEG
+    is stored sideways), so that a mask drawn on what the user sees lines up with it."""
+    turned = _orientation(img) != 1
+    img.load()
+    return ImageOps.exif_transpose(img) if turned else img
+
+
+def read_image(path: Path) -> np.ndarray:
+    """HxWx3 uint8, upright; grey, palette and alpha images become RGB."""
+    with open_image(path) as img:
+        return np.array(load_upright(img).convert("RGB"))
 
 
 def list_images(folder: Path, suffixes: set[str], notes: list[str]) -> dict[str, Path]:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from segtrain.errors import DatasetError
+from segtrain.data.images import load_upright, open_image
 
 IGNORE = 255
 LOSSY_SUFFIXES = {".jpg", ".jpeg"}
@@ -22,17 +22,14 @@ DETECTION_SAMPLE = 32
 
 def read_mask(path: Path) -> np.ndarray:
     """A mask as HxW (grey or palette indices) or HxWx3 (colour) array; grey RGB collapses to HxW."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode == "P":
-                return np.asarray(img)  # palette masks store class indices; the palette is only for viewing
-            if img.mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F"):
-                array = np.asarray(img)
-                return array.astype(np.int64) if array.dtype != np.uint8 else array
-            array = np.asarray(img.convert("RGB"))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL: SyntaxError = broken file
-        raise DatasetError(f"{path}: cannot read this label image ({e}). Replace or remove the file.") from None
+    with open_image(path, "label image") as img:
+        img = load_upright(img)
+        if img.mode == "P":
+            return np.asarray(img)  # palette masks store class indices; the palette is only for viewing
+        if img.mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F"):
+            array = np.asarray(img)
+            return array.astype(np.int64) if array.dtype != np.uint8 else array
+        array = np.asarray(img.convert("RGB"))
     if (array[..., 0] == array[..., 1]).all() and (array[..., 1] == array[..., 2]).all():
         return array[..., 0]
     return array
@@ -42,12 +39,13 @@ def read_mask(path: Path) -> np.ndarray:
 class LabelDecoder:
     """One rule that maps every raw mask value (grey level or colour) to a class index or IGNORE."""
 
-    kind: str  # "index", "binary", "threshold", "color"
+    kind: str  # "index", "binary", "levels", "threshold", "color"
     class_names: tuple[str, ...]
     lossy: bool = False
     colors: tuple[tuple[int, int, int], ...] | None = None
     ignore_index: int | None = None
     threshold: int | None = None
+    levels: tuple[int, ...] | None = None  # "levels": the grey value of each class, ascending
 
     @property
     def n_classes(self) -> int:
@@ -57,6 +55,8 @@ class LabelDecoder:
         """The grey level that stands for each class (for grey encodings)."""
         if self.kind == "binary":
             return [0, 255]
+        if self.kind == "levels":
+            return list(self.levels or ())
         if self.kind == "color":
             return [c[0] for c in self.colors or ()]
         return list(range(self.n_classes))
@@ -67,6 +67,9 @@ class LabelDecoder:
             text = f"grey masks thresholded: value <= {self.threshold} -> {names[0]}, above -> {names[1]}"
         elif self.kind == "binary":
             text = f"binary masks: 0 -> {names[0]}, 255 -> {names[1]}"
+        elif self.kind == "levels":
+            text = (f"grey masks with {self.n_classes} values, in ascending order: "
+                    + ", ".join(f"{v} -> {n}" for v, n in zip(self.levels or (), names)))
         elif self.kind == "color":
             text = "colour masks through class_colors.list: " + ", ".join(
                 f"{tuple(c)} -> {n}" for c, n in zip(self.colors or (), names)
@@ -75,18 +78,34 @@ class LabelDecoder:
             text = f"index masks: value k is class k (0 -> {names[0]} ... {self.n_classes - 1} -> {names[-1]})"
         if self.lossy:
             text += "; lossy (JPEG) masks: each pixel snapped to the nearest class value"
-        if self.ignore_index is not None:
-            text += f"; value {self.ignore_index} and values that fit no class are ignored"
-        return text
+        if self.ignore_index is None:
+            return text
+        if self._void_color() is not None:
+            return text + (f"; colour {self._void_color()} (class {self.ignore_index}, "
+                           f"{names[self.ignore_index]}) and colours that fit no class are ignored")
+        return text + f"; value {self.ignore_index} and values that fit no class are ignored"
+
+    def _void_color(self) -> tuple[int, int, int] | None:
+        """For RGB colour masks, a pixel's value is its class: ignore_index then names the class
+        whose colour (in class_colors.list) is ignored."""
+        if self.kind != "color" or self.ignore_index is None or self.ignore_index >= self.n_classes:
+            return None
+        if all(c[0] == c[1] == c[2] for c in self.colors or ()):
+            return None  # grey colours are read as grey values
+        return tuple(self.colors[self.ignore_index])
 
     def _grey_table(self) -> np.ndarray:
         """256-entry lookup: grey level -> class index, IGNORE, or -1 for 'fits no class'."""
         table = np.full(256, -1, dtype=np.int16)
         levels = np.arange(256)
         if self.kind == "threshold":
-            return (levels > self.threshold).astype(np.int16)
+            table = (levels > self.threshold).astype(np.int16)
+            if self.ignore_index is not None:
+                table[self.ignore_index] = IGNORE
+            return table
         values = self.grey_values()
-        targets = list(range(len(values)))
+        # The ignored value is ignored even when it is also a class's value (a "void" class).
+        targets = [IGNORE if v == self.ignore_index else k for k, v in enumerate(values)]
         if self.ignore_index is not None and self.ignore_index not in values:
             values = values + [self.ignore_index]
             targets = targets + [IGNORE]
@@ -134,6 +153,8 @@ class LabelDecoder:
             classes = ((rgb[:, None, :] - palette[None, :, :]) ** 2).sum(axis=2).argmin(axis=1).astype(np.int16)
         elif self.ignore_index is not None:
             classes[classes < 0] = IGNORE
+        if self._void_color() is not None:
+            classes[classes == self.ignore_index] = IGNORE
         out = classes[inverse].reshape(packed.shape)
         if (out < 0).any():
             value = int(packed[out < 0][0])
@@ -143,6 +164,7 @@ class LabelDecoder:
     def _fail(self, path: Path, value) -> np.ndarray:
         expected = {
             "binary": "0 or 255",
+            "levels": "/".join(map(str, self.levels or ())),
             "index": f"0..{self.n_classes - 1}",
             "color": "a colour of class_colors.list",
         }.get(self.kind, "a class value")
@@ -206,6 +228,12 @@ def detect_decoder(
         greys = {c[0] for c in color_tuple}
         if lossy or grey_values <= greys | allowed_extra:
             return LabelDecoder("color", names, lossy=lossy, colors=color_tuple, ignore_index=ignore_index)
+    # As many grey values as classes (e.g. 0/100/255 for undefined, sky, cloud): the values in
+    # ascending order are the classes in order, as 0/255 is for two classes; describe() says so.
+    # ignore_index is an extra value, or the value of a void class when only then the counts agree.
+    for levels in (grey_values - allowed_extra, grey_values):
+        if not lossy and color_tuple is None and len(levels) == n:
+            return LabelDecoder("levels", names, levels=tuple(sorted(levels)), ignore_index=ignore_index)
     if lossy:
         # JPEG noise spreads values around the true levels; the largest level tells the scheme.
         top = max(grey_values)

@@ -14,9 +14,17 @@ def confusion_matrix(truth: torch.Tensor, pred: torch.Tensor, n_classes: int) ->
     Ignored pixels are counted into one extra bin that is dropped, rather than removed by boolean
     indexing, and the counts are a scatter-add rather than bincount: both of those wait for the
     GPU (to learn an output size), and this runs every training iteration.
+
+    A prediction outside 0..n-1 would land in another cell (or past the end) without a word, so
+    predictions are checked: one min/max, and an assertion that does not wait for the GPU either
+    (on the CPU it raises at once; on CUDA at the next synchronisation, as a device-side assert).
     """
     truth = truth.reshape(-1).long()
     pred = pred.reshape(-1).long()
+    if pred.numel():
+        low, high = pred.aminmax()
+        torch._assert_async((low >= 0) & (high < n_classes),
+                             f"confusion_matrix: predictions must be class indices 0..{n_classes - 1}")
     cells = n_classes * n_classes
     index = torch.where((truth >= 0) & (truth < n_classes), n_classes * truth + pred, cells)
     counts = torch.zeros(cells + 1, dtype=torch.long, device=truth.device)

@@ -86,9 +86,9 @@ MODEL_NAMES = list(REGISTRY)
 NO_AUX_HEAD = {"lraspp_mobilenet_v3_large"}
 
 
-def backbone_weights_cached(weights) -> bool:
-    filename = os.path.basename(weights.url)
-    return (Path(torch.hub.get_dir()) / "checkpoints" / filename).is_file()
+def backbone_weights_path(weights) -> Path:
+    """Where torchvision's builders look for the weights before they download them."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
 
 
 def resolve_backbone_weights(name: str, wanted: bool | None, log=print):
@@ -99,14 +99,17 @@ def resolve_backbone_weights(name: str, wanted: bool | None, log=print):
     if wanted is False:
         return None
     weights = REGISTRY[name][1].DEFAULT
-    if backbone_weights_cached(weights):
+    cache = backbone_weights_path(weights)
+    if cache.is_file():
         return weights
     try:
-        # Fetch now rather than inside the builder, so failure is ours to explain.
-        torch.hub.load_state_dict_from_url(weights.url, progress=False, check_hash=True)
-        return weights
+        # Fetched now rather than inside the builder, so failure is ours to explain; and by
+        # download_url_to_file, since load_state_dict_from_url prints "Downloading ..." before it
+        # knows whether it can (offline, that line came before our warning and contradicted it).
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        digest = torch.hub.HASH_REGEX.search(cache.name)
+        torch.hub.download_url_to_file(weights.url, str(cache), digest.group(1) if digest else None, progress=False)
     except Exception as e:  # offline, proxy, DNS: all mean "not available here"
-        cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
         how = f"download {weights.url} to {cache}"
         if wanted:
             raise ConfigError(
@@ -115,6 +118,8 @@ def resolve_backbone_weights(name: str, wanted: bool | None, log=print):
             ) from None
         log(f"warning: no ImageNet weights for {name} (offline?); training from scratch. To use them, {how}.")
         return None
+    log(f"downloaded ImageNet weights for {name} to {cache}")
+    return weights
 
 
 def build_model(name: str, num_classes: int, aux_loss: bool = False, backbone_weights=None) -> nn.Module:

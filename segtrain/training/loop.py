@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from segtrain.outputs.atomic import remove_stale_temps
 from segtrain.data.cache import fill_cache
 from segtrain.outputs.checkpoints import load_weights, read_checkpoint, save_atomic
 from segtrain.data.classes import voc_colormap
-from segtrain.data.folder import DataSpec, SegmentationDataset, collate_eval, inspect_root
+from segtrain.data.folder import DataSpec, SegmentationDataset, collate_eval, inspect_root, too_large_to_train
 from segtrain.errors import OutputError, SegtrainError
 from segtrain.evaluation.inference import autocast, class_map, native_logits
 from segtrain.data.labels import IGNORE
@@ -413,6 +414,13 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
             iteration += 1
             if ctx.is_main:
                 reporter.iteration(iteration, epoch, loss_value, optimizer.param_groups[0]["lr"])
+    except (RuntimeError, MemoryError) as e:
+        message = too_large_to_train(e, spec, cfg)
+        if message is None:
+            raise
+        if ckpt is None and iteration == 0 and ctx.is_main:  # nothing trained: leave no folder behind
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise TrainingError(message) from None
     finally:
         if ctx.is_main:
             reporter.close()
