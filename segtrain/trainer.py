@@ -7,6 +7,7 @@ validation set, `save` writes checkpoints. Validation runs at iteration 0, every
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -37,7 +38,7 @@ from segtrain.run_outputs import RunOutputs
 from segtrain.sampling import EpochBatchSampler, ShardedBatches, sample_position
 from segtrain.transforms import MEAN, STD, eval_transform, train_transform
 from segtrain.visualize import write_visualization
-from segtrain.workers import plan_workers
+from segtrain.workers import batches_of, plan_workers
 
 AUX_WEIGHT = 0.5  # torchvision references' weight for the auxiliary head
 
@@ -241,8 +242,8 @@ def validate(model, loader, criterion, cfg, n_classes, device, collect: int,
     loss_total = torch.zeros((), dtype=torch.float64, device=device)
     loss_count = torch.zeros((), dtype=torch.long, device=device)
     shown: list[tuple[int, np.ndarray]] = []
-    with torch.inference_mode():
-        for images, masks, indices in loader:
+    with torch.inference_mode(), batches_of(loader) as batches:
+        for images, masks, indices in batches:
             logits = native_logits(model, images, [m.shape for m in masks], cfg["amp"], cfg["channels_last"])
             for one, mask, index in zip(logits, masks, indices):
                 mask = mask.to(device, non_blocking=True)
@@ -329,30 +330,36 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
     start_position = sample_position(progress.iteration, len(spec.train), cfg["batch_size"], ctx.world_size)
     train_loader, sampler, valid_loader = make_loaders(spec, {**cfg, "n_workers": workers}, device, *start_position,
                                                        ctx=ctx, log=log)
-    batches = iter(train_loader)
-    if ckpt is not None:
-        restore_rng(ckpt["resume"]["rng"])  # after the loader drew its seed, as the first run's had before
-    valid_set = valid_loader.dataset
-    writer = LogWriter(out_dir / "log.csv") if ctx.is_main else None
-    if ctx.is_main:
-        outputs = RunOutputs(out_dir, cfg, spec, setup.colors, log)
-        reporter = ProgressReporter(cfg["max_iteration"], cfg["batch_size"], cfg["log_interval"], log,
-                                    start_iteration=progress.iteration)
+    # Callbacks run on every way out, last registered first: the loader's workers must end even
+    # when the outputs below cannot be opened, or the process would print its error and hang.
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(distributed.shutdown, ctx)
+        batches = cleanup.enter_context(batches_of(train_loader))
+        if ckpt is not None:
+            restore_rng(ckpt["resume"]["rng"])  # after the loader drew its seed, as the first run's had before
+        valid_set = valid_loader.dataset
+        if ctx.is_main:
+            writer = LogWriter(out_dir / "log.csv")
+            cleanup.callback(writer.close)
+            outputs = RunOutputs(out_dir, cfg, spec, setup.colors, log)
+            cleanup.callback(outputs.close)
+            reporter = ProgressReporter(cfg["max_iteration"], cfg["batch_size"], cfg["log_interval"], log,
+                                        start_iteration=progress.iteration)
+            cleanup.callback(reporter.close)
 
-    iteration, epoch, best_mean_iu, validated = progress.iteration, progress.epoch, progress.best_mean_iu, progress.validated
-    start_iteration, result = iteration, ckpt.get("valid_metrics") if ckpt is not None else None
-    start = time.perf_counter() - progress.elapsed
-    if start_iteration == cfg["max_iteration"] and validated == iteration:
-        log(f"the run already reached max_iteration {iteration}; to extend it, raise max_iteration "
-            f"(e.g. --set max_iteration={2 * iteration}).")
+        iteration, epoch, best_mean_iu, validated = progress.iteration, progress.epoch, progress.best_mean_iu, progress.validated
+        start_iteration, result = iteration, ckpt.get("valid_metrics") if ckpt is not None else None
+        start = time.perf_counter() - progress.elapsed
+        if start_iteration == cfg["max_iteration"] and validated == iteration:
+            log(f"the run already reached max_iteration {iteration}; to extend it, raise max_iteration "
+                f"(e.g. --set max_iteration={2 * iteration}).")
 
-    def snapshot():
-        payload = checkpoint_payload(setup, cfg, optimizer, scheduler, iteration, epoch, best_mean_iu,
-                                     result, time.perf_counter() - start)
-        payload["resume"] = resume_state(scaler, validated, len(spec.train))
-        return payload
+        def snapshot():
+            payload = checkpoint_payload(setup, cfg, optimizer, scheduler, iteration, epoch, best_mean_iu,
+                                         result, time.perf_counter() - start)
+            payload["resume"] = resume_state(scaler, validated, len(spec.train))
+            return payload
 
-    try:
         while True:
             signum = interrupt.requested()
             if ctx.enabled:  # every rank stops at the same step, or the others would wait in a collective
@@ -411,12 +418,6 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
             iteration += 1
             if ctx.is_main:
                 reporter.iteration(iteration, epoch, loss_value, optimizer.param_groups[0]["lr"])
-    finally:
-        if ctx.is_main:
-            reporter.close()
-            outputs.close()
-            writer.close()
-        distributed.shutdown(ctx)
     if ctx.is_main:
         log(f"done: best valid mean_iu {best_mean_iu:.4f}; model in {out_dir / 'model_best.pth.tar'}")
     return out_dir
