@@ -1,4 +1,5 @@
-"""Faults during a run: a kill mid-save, a diverging loss, a full disk, a blocked output folder."""
+"""Faults during a run: a kill mid-save, a diverging loss, a full disk, a blocked output folder, runs
+started at once, outputs that would replace inputs."""
 
 import os
 import signal
@@ -10,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -126,3 +128,23 @@ def test_outputs_get_the_users_umask(root):
     out = root / "MODEL-tiny"
     for name in ("checkpoint.pth.tar", "model_best.pth.tar", "log.csv", "visualization_viz/iter000000000000.jpg"):
         assert (out / name).stat().st_mode & 0o777 == 0o664, name
+
+
+def test_predict_never_writes_over_an_input(tmp_path, capsys):
+    from PIL import Image
+
+    from conftest import save_fresh_checkpoint
+    from segtrain.synthetic import sky_sample
+
+    checkpoint = save_fresh_checkpoint(tmp_path / "model.pth.tar", "fcn_resnet18")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    image, _ = sky_sample(np.random.default_rng(0), 32)
+    for name in ("sky.jpg", "sky_overlay.jpg"):  # the second is where sky.jpg's overlay would go
+        Image.fromarray(image).save(folder / name)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert main(["predict", str(folder), "--checkpoint", str(checkpoint), "--out", str(folder), "--overlay"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert f"would overwrite input image {folder / 'sky_overlay.jpg'}" in err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
