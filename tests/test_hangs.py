@@ -154,3 +154,15 @@ def test_second_sigterm_during_a_save_exits_at_once_and_keeps_the_checkpoint(sto
         assert path.read_bytes() == content, path
     assert torch.load(out / "checkpoint.pth.tar", weights_only=True)["iteration"] == 1
     assert not list(out.glob(".*.tmp"))
+
+
+def test_a_third_signal_ends_the_process_outright():
+    """After the second signal's StopNow, the way out (shutting workers down) must not be cut short by
+    yet another StopNow: a third signal takes the default action, ending the process."""
+    from segtrain import interrupt
+
+    with interrupt.graceful_stop():
+        os.kill(os.getpid(), signal.SIGTERM)
+        with pytest.raises(interrupt.StopNow):
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert signal.getsignal(signal.SIGTERM) == signal.getsignal(signal.SIGINT) == signal.SIG_DFL
