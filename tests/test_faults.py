@@ -1,16 +1,21 @@
-"""Faults during a run: a kill mid-save, a diverging loss, a full disk, a blocked output folder."""
+"""Faults during a run: a kill mid-save, a diverging loss, a full disk, a blocked output folder, runs
+started at once, outputs that would replace inputs."""
 
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import run_cli, tiny_config
 from segtrain.outputs.atomic import remove_stale_temps
 from segtrain.cli import main
 from segtrain.data.synthetic import write_sky_folder
@@ -92,3 +97,54 @@ def test_read_only_data_folder_is_a_clear_error(root, capsys):
     finally:
         root.chmod(0o755)
     assert "cannot create the output folder" in capsys.readouterr().err
+
+
+def test_runs_started_at_once_get_a_folder_each(tmp_path, monkeypatch):
+    from segtrain.training.loop import output_folder
+
+    # Both runs look for MODEL-tiny before either creates it: the race of two commands started at once.
+    both_looked = threading.Barrier(2, timeout=10)
+    waited = threading.local()
+    exists = Path.exists
+
+    def exists_after_the_other_looked(path):
+        if path.name.startswith("MODEL-") and not getattr(waited, "done", False):
+            waited.done = True
+            both_looked.wait()
+        return exists(path)
+
+    monkeypatch.setattr(Path, "exists", exists_after_the_other_looked)
+    with ThreadPoolExecutor(2) as pool:
+        folders = list(pool.map(lambda _: output_folder(tmp_path, "tiny", log=lambda *a: None), range(2)))
+    assert sorted(f.name for f in folders) == ["MODEL-tiny", "MODEL-tiny-2"]
+
+
+def test_outputs_get_the_users_umask(root):
+    old = os.umask(0o002)  # the command inherits it; its mode is neither mkstemp's 0600 nor the usual 0644
+    try:
+        assert run_cli("train", root, "--set", "max_iteration=2", timeout=120).returncode == 0
+    finally:
+        os.umask(old)
+    out = root / "MODEL-tiny"
+    for name in ("checkpoint.pth.tar", "model_best.pth.tar", "log.csv", "visualization_viz/iter000000000000.jpg"):
+        assert (out / name).stat().st_mode & 0o777 == 0o664, name
+
+
+def test_predict_never_writes_over_an_input(tmp_path, capsys):
+    from PIL import Image
+
+    from conftest import save_fresh_checkpoint
+    from segtrain.data.synthetic import sky_sample
+
+    checkpoint = save_fresh_checkpoint(tmp_path / "model.pth.tar", "fcn_resnet18")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    image, _ = sky_sample(np.random.default_rng(0), 32)
+    for name in ("sky.jpg", "sky_overlay.jpg"):  # the second is where sky.jpg's overlay would go
+        Image.fromarray(image).save(folder / name)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert main(["predict", str(folder), "--checkpoint", str(checkpoint), "--out", str(folder), "--overlay"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert f"would overwrite input image {folder / 'sky_overlay.jpg'}" in err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

@@ -211,3 +211,23 @@ def test_second_signal_stops_at_once_and_leaves_the_checkpoint_loadable(tmp_path
     out_dir = root / "MODEL-tiny"
     assert torch.load(out_dir / "checkpoint.pth.tar", weights_only=True)["iteration"] in (0, 1, 2)
     assert not list(out_dir.glob(".*.tmp"))
+
+
+def test_resuming_from_a_checkpoint_older_than_the_runs_latest_is_refused(tmp_path, capsys):
+    root = make_root(tmp_path / "data")
+    out = root / "MODEL-tiny"
+    assert main(["train", str(root), "--stop-after", "3"]) == 0
+    older = tmp_path / "at3.pth.tar"
+    shutil.copy(out / "checkpoint.pth.tar", older)
+    assert main(["train", str(root), "--resume"]) == 0
+    # As when the last validations did not improve: model_best is from iteration 3, the run ended at 6.
+    shutil.copy(older, out / "model_best.pth.tar")
+    before = {name: (out / name).read_bytes() for name in ("log.csv", "checkpoint.pth.tar", "model_best.pth.tar")}
+    capsys.readouterr()
+    assert main(["train", str(root), "--resume", str(out / "model_best.pth.tar")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "model_best.pth.tar: is at iteration 3, but this run's" in err and "is at iteration 6" in err
+    assert "would drop the later log.csv rows" in err and '"pretrained_net"' in err
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert not (root / "MODEL-tiny-2").exists()

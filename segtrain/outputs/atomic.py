@@ -17,6 +17,28 @@ from segtrain.errors import OutputError
 TEMP_SUFFIX = ".tmp"
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it: done once, at import, before any thread
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates its file readable by the owner only; the output gets the mode any other new file would.
+FILE_MODE = 0o666 & ~_read_umask()
+
+
+def _underlying(error: BaseException) -> BaseException:
+    """What made a write fail. torch.save turns whatever the file object's write raised (a full
+    disk's OSError, a second signal's StopNow) into a RuntimeError of its own ("unexpected pos ..."),
+    raised while handling it."""
+    cause = error
+    while cause is not None:
+        if isinstance(cause, OSError) or not isinstance(cause, Exception):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return error
+
+
 @contextlib.contextmanager
 def atomic_open(path: Path, mode: str = "wb"):
     path = Path(path)
@@ -26,6 +48,7 @@ def atomic_open(path: Path, mode: str = "wb"):
         raise OutputError.from_os(path, e) from None
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
+            os.fchmod(fd, FILE_MODE)
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -33,8 +56,11 @@ def atomic_open(path: Path, mode: str = "wb"):
     except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise OutputError.from_os(path, e) from None
+        cause = _underlying(e)
+        if isinstance(cause, OSError):
+            raise OutputError.from_os(path, cause) from None
+        if cause is not e:
+            raise cause from None
         raise
 
 

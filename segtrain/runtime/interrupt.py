@@ -39,6 +39,10 @@ def requested() -> int | None:
 
 def _handle(signum, frame):
     if _requested:
+        # A third signal, e.g. during the clean-up on the way out, then ends the process outright
+        # rather than interrupting that clean-up half-way.
+        for s in SIGNALS:
+            signal.signal(s, signal.SIG_DFL)
         raise StopNow(f"second {signal_name(signum)}: stopped at once.", signum)
     _requested.append(signum)
     # os.write, not print: a handler may run in the middle of another print.

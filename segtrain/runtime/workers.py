@@ -8,6 +8,7 @@ remedy is fewer workers: as many as fit, down to loading in the main process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 
@@ -55,3 +56,29 @@ def plan_workers(cfg: dict, train_sizes: set[tuple[int, int]], log=print) -> int
     for note in notes:
         log(note)
     return workers
+
+
+@contextlib.contextmanager
+def batches_of(loader):
+    """Iterate a DataLoader whose worker processes end on every way out of the `with`.
+
+    Workers ignore SIGTERM (interrupt.ignore_in_worker), and torch only stops them when the
+    iterator is garbage-collected, which an exception raised in a worker delays to after exit
+    (its traceback holds the iterator in a reference cycle). Python's exit then sends them SIGTERM
+    and waits for them without a timeout: the error was printed and the process never ended.
+    """
+    batches = iter(loader)
+    try:
+        yield batches
+    finally:
+        shut_down_workers(batches)
+
+
+def shut_down_workers(batches) -> None:
+    if not hasattr(batches, "_workers"):
+        return  # n_workers 0: loading in this process
+    batches._shutdown_workers()  # asks each worker to exit and joins it; idle ones exit at once
+    for worker in batches._workers:
+        if worker.is_alive():  # still busy after torch's join timeout, and deaf to its SIGTERM
+            worker.kill()
+            worker.join()

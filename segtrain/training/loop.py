@@ -7,6 +7,7 @@ validation set, `save` writes checkpoints. Validation runs at iteration 0, every
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import shutil
@@ -40,7 +41,7 @@ from segtrain.outputs.run_outputs import RunOutputs
 from segtrain.data.sampling import EpochBatchSampler, ShardedBatches, sample_position
 from segtrain.data.transforms import MEAN, STD, eval_transform, train_transform
 from segtrain.outputs.visualize import write_visualization
-from segtrain.runtime.workers import plan_workers
+from segtrain.runtime.workers import batches_of, plan_workers
 
 AUX_WEIGHT = 0.5  # torchvision references' weight for the auxiliary head
 
@@ -69,25 +70,31 @@ def seed_everything(seed: int) -> None:
 
 
 def output_folder(root: Path, name: str, log=print) -> Path:
-    """ROOT/MODEL-<name>; an earlier run's folder is never reused: the next free number is taken."""
+    """ROOT/MODEL-<name>; an earlier run's folder is never reused: the next free number is taken.
+
+    A folder is claimed by creating its visualization_viz without exist_ok, which only one process
+    can do: of runs started at once on one ROOT, each gets a folder of its own.
+    """
     base = root / f"MODEL-{name}"
     folder, k = base, 1
-    while folder.exists():
-        if not folder.is_dir():
+    while True:
+        if folder.exists() and not folder.is_dir():
             raise OutputError(f"{folder}: is a file, so the outputs cannot go there. Move it away, "
                               "or set \"output_dir\" to another name.")
-        if not any(folder.iterdir()):
-            break
+        try:
+            if not folder.exists() or not any(folder.iterdir()):
+                (folder / "visualization_viz").mkdir(parents=True)
+                break
+        except FileExistsError:
+            pass  # another run claimed it first
+        except OSError as e:
+            raise OutputError(f"{folder}: cannot create the output folder ({e.strerror}). Check permissions and free "
+                              "space, or set \"output_dir\" to another name.") from None
         k += 1
         folder = root / f"MODEL-{name}-{k}"
     if folder != base:
         log(f"note: {base} holds an earlier run; this run writes to {folder} (nothing is overwritten; "
             "to continue that run instead, add --resume).")
-    try:
-        (folder / "visualization_viz").mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"{folder}: cannot create the output folder ({e.strerror}). Check permissions and free space, "
-                          "or set \"output_dir\" to another name.") from None
     return folder
 
 
@@ -244,8 +251,8 @@ def validate(model, loader, criterion, cfg, n_classes, device, collect: int,
     loss_total = torch.zeros((), dtype=torch.float64, device=device)
     loss_count = torch.zeros((), dtype=torch.long, device=device)
     shown: list[tuple[int, np.ndarray]] = []
-    with torch.inference_mode():
-        for images, masks, indices in loader:
+    with torch.inference_mode(), batches_of(loader) as batches:
+        for images, masks, indices in batches:
             logits = native_logits(model, images, [m.shape for m in masks], cfg["amp"], cfg["channels_last"])
             for one, mask, index in zip(logits, masks, indices):
                 mask = mask.to(device, non_blocking=True)
@@ -264,6 +271,21 @@ def validate(model, loader, criterion, cfg, n_classes, device, collect: int,
     result["loss"] = total / count if count else math.nan
     result["confusion_matrix"] = hist.cpu().tolist()
     return result, shown
+
+
+@contextlib.contextmanager
+def explain_out_of_memory(spec: DataSpec, cfg: dict, new_folder: Path | None, nothing_trained):
+    """An out-of-memory error becomes one line naming the largest image; a new run's folder that
+    holds nothing trained is removed, so no empty MODEL folder is left behind."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as e:
+        message = too_large_to_train(e, spec, cfg)
+        if message is None:
+            raise
+        if new_folder is not None and nothing_trained():
+            shutil.rmtree(new_folder, ignore_errors=True)
+        raise TrainingError(message) from None
 
 
 def resume_hint(root: Path, checkpoint: Path, cfg: dict) -> str:
@@ -332,30 +354,40 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
     start_position = sample_position(progress.iteration, len(spec.train), cfg["batch_size"], ctx.world_size)
     train_loader, sampler, valid_loader = make_loaders(spec, {**cfg, "n_workers": workers}, device, *start_position,
                                                        ctx=ctx, log=log)
-    batches = iter(train_loader)
-    if ckpt is not None:
-        restore_rng(ckpt["resume"]["rng"])  # after the loader drew its seed, as the first run's had before
-    valid_set = valid_loader.dataset
-    writer = LogWriter(out_dir / "log.csv") if ctx.is_main else None
-    if ctx.is_main:
-        outputs = RunOutputs(out_dir, cfg, spec, setup.colors, log)
-        reporter = ProgressReporter(cfg["max_iteration"], cfg["batch_size"], cfg["log_interval"], log,
-                                    start_iteration=progress.iteration)
+    # Callbacks run on every way out, last registered first: the loader's workers must end even
+    # when the outputs below cannot be opened, or the process would print its error and hang.
+    fresh = ckpt is None
+    with contextlib.ExitStack() as cleanup:
+        # Entered first so it exits last: it sees an out-of-memory error after the loaders closed.
+        cleanup.enter_context(explain_out_of_memory(spec, cfg, out_dir if fresh and ctx.is_main else None,
+                                                    lambda: iteration == 0))
+        cleanup.callback(distributed.shutdown, ctx)
+        batches = cleanup.enter_context(batches_of(train_loader))
+        if ckpt is not None:
+            restore_rng(ckpt["resume"]["rng"])  # after the loader drew its seed, as the first run's had before
+        valid_set = valid_loader.dataset
+        if ctx.is_main:
+            writer = LogWriter(out_dir / "log.csv")
+            cleanup.callback(writer.close)
+            outputs = RunOutputs(out_dir, cfg, spec, setup.colors, log)
+            cleanup.callback(outputs.close)
+            reporter = ProgressReporter(cfg["max_iteration"], cfg["batch_size"], cfg["log_interval"], log,
+                                        start_iteration=progress.iteration)
+            cleanup.callback(reporter.close)
 
-    iteration, epoch, best_mean_iu, validated = progress.iteration, progress.epoch, progress.best_mean_iu, progress.validated
-    start_iteration, result = iteration, ckpt.get("valid_metrics") if ckpt is not None else None
-    start = time.perf_counter() - progress.elapsed
-    if start_iteration == cfg["max_iteration"] and validated == iteration:
-        log(f"the run already reached max_iteration {iteration}; to extend it, raise max_iteration "
-            f"(e.g. --set max_iteration={2 * iteration}).")
+        iteration, epoch, best_mean_iu, validated = progress.iteration, progress.epoch, progress.best_mean_iu, progress.validated
+        start_iteration, result = iteration, ckpt.get("valid_metrics") if ckpt is not None else None
+        start = time.perf_counter() - progress.elapsed
+        if start_iteration == cfg["max_iteration"] and validated == iteration:
+            log(f"the run already reached max_iteration {iteration}; to extend it, raise max_iteration "
+                f"(e.g. --set max_iteration={2 * iteration}).")
 
-    def snapshot():
-        payload = checkpoint_payload(setup, cfg, optimizer, scheduler, iteration, epoch, best_mean_iu,
-                                     result, time.perf_counter() - start)
-        payload["resume"] = resume_state(scaler, validated, len(spec.train))
-        return payload
+        def snapshot():
+            payload = checkpoint_payload(setup, cfg, optimizer, scheduler, iteration, epoch, best_mean_iu,
+                                         result, time.perf_counter() - start)
+            payload["resume"] = resume_state(scaler, validated, len(spec.train))
+            return payload
 
-    try:
         while True:
             signum = interrupt.requested()
             if ctx.enabled:  # every rank stops at the same step, or the others would wait in a collective
@@ -414,19 +446,6 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
             iteration += 1
             if ctx.is_main:
                 reporter.iteration(iteration, epoch, loss_value, optimizer.param_groups[0]["lr"])
-    except (RuntimeError, MemoryError) as e:
-        message = too_large_to_train(e, spec, cfg)
-        if message is None:
-            raise
-        if ckpt is None and iteration == 0 and ctx.is_main:  # nothing trained: leave no folder behind
-            shutil.rmtree(out_dir, ignore_errors=True)
-        raise TrainingError(message) from None
-    finally:
-        if ctx.is_main:
-            reporter.close()
-            outputs.close()
-            writer.close()
-        distributed.shutdown(ctx)
     if ctx.is_main:
         log(f"done: best valid mean_iu {best_mean_iu:.4f}; model in {out_dir / 'model_best.pth.tar'}")
     return out_dir

@@ -87,6 +87,20 @@ def read_resumable(path: Path, cfg: dict) -> dict:
             f"{path}: holds weights but no training state to resume (written by another tool or an older "
             "segtrain). Start a new run with it as \"pretrained_net\" instead of --resume."
         )
+    latest = path.parent / CHECKPOINT_NAME
+    if latest.is_file() and not latest.samefile(path):
+        try:
+            newer = read_checkpoint(latest).get("iteration", -1)
+        except CheckpointError:
+            newer = -1  # unreadable: resuming from an older file is how to recover
+        if newer > ckpt["iteration"]:
+            # The run continues in this folder: it would cut log.csv back to the older iteration and
+            # save over the newer checkpoint.
+            raise CheckpointError(
+                f"{path}: is at iteration {ckpt['iteration']}, but this run's {latest} is at iteration {newer}; "
+                "resuming from the older file would drop the later log.csv rows and replace that checkpoint. "
+                f"Resume from {latest} instead, or start a new run with {path.name} as \"pretrained_net\"."
+            )
     if ckpt["iteration"] > cfg["max_iteration"]:
         raise CheckpointError(
             f"{path}: is at iteration {ckpt['iteration']}, past max_iteration {cfg['max_iteration']}. "

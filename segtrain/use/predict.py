@@ -65,6 +65,10 @@ def mask_path(out_dir: Path, rel: Path) -> Path:
     return out_dir / rel.parent / f"{rel.stem}.png"
 
 
+def overlay_path(out_dir: Path, rel: Path) -> Path:
+    return out_dir / rel.parent / f"{rel.stem}_overlay.jpg"
+
+
 def write_atomic(path: Path, write) -> None:
     """write(binary file), to a temp file renamed into place: an interrupted run leaves no half file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,7 +112,10 @@ def predict(source: Path, model_path: Path, out_dir: Path, overlay_jpeg: bool = 
     inputs = find_inputs(source, recursive, notes)
     for note in notes:
         log(note)
-    clashes = {image.resolve() for image, _ in inputs} & {mask_path(out_dir, rel).resolve() for _, rel in inputs}
+    outputs = [mask_path(out_dir, rel) for _, rel in inputs] + [out_dir / "summary.csv"]
+    if overlay_jpeg:
+        outputs += [overlay_path(out_dir, rel) for _, rel in inputs]
+    clashes = {image.resolve() for image, _ in inputs} & {path.resolve() for path in outputs}
     if clashes:
         raise ConfigError(f"--out {out_dir}: predicting would overwrite input image {sorted(clashes)[0]}. "
                           "Write the masks to another folder.")
@@ -131,8 +138,7 @@ def predict(source: Path, model_path: Path, out_dir: Path, overlay_jpeg: bool = 
             write_atomic(mask_path(out_dir, rel), lambda f: mask_image(mask, colors).save(f, format="PNG"))
             if overlay_jpeg:
                 blended = Image.fromarray(overlay(image, colorize(mask, colors)))
-                write_atomic(out_dir / rel.parent / f"{rel.stem}_overlay.jpg",
-                             lambda f: blended.save(f, format="JPEG", quality=90))
+                write_atomic(overlay_path(out_dir, rel), lambda f: blended.save(f, format="JPEG", quality=90))
             rows.append([rel.as_posix(), mask.shape[1], mask.shape[0]]
                         + class_fractions(mask, len(names)))
         pending.clear()
