@@ -171,3 +171,98 @@ def test_small_dev_shm_reduces_workers_with_a_note():
     assert fit_workers(4, cpus=16, shm_free=1024 * MB, one_batch=big) == (4, [])
     assert fit_workers(4, cpus=16, shm_free=64 * MB, one_batch=batch_bytes(4, 32, 32)) == (4, [])
     assert fit_workers(4, cpus=16, shm_free=None, one_batch=big) == (4, [])
+
+
+def one_error_line(text):
+    """The single line a refused input prints (stderr of main or of the real command)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in text, text
+    return lines[0]
+
+
+# (what goes in config.list or --set, words the one line must hold)
+BAD_VALUES = {
+    "seed 2**32": ({"seed": 2**32}, ["config.list", "'seed' must be at most 4294967295, got 4294967296"]),
+    "seed 2**70 by --set": ("seed=1180591620717411303424", ["--set", "'seed' must be at most 4294967295"]),
+    "seed negative by --set": ("seed=-1", ["--set", "'seed' must be at least 0, got -1"]),
+    "output_dir with NUL": ({"output_dir": "run\0x"}, ["'output_dir' must be a plain folder name", "no NUL"]),
+    "output_dir too long": ({"output_dir": "x" * 250}, ["'output_dir' is 250 bytes long; at most 242 fit",
+                                                        "Choose a shorter name"]),
+    "output_dir multibyte too long": ({"output_dir": "é" * 125}, ["'output_dir' is 250 bytes long"]),
+    "output_dir with a slash": ({"output_dir": "a/b"}, ["'output_dir' must be a plain folder name (no slashes"]),
+    "output_dir ..": ("output_dir=..", ["'output_dir' must be a plain folder name"]),
+    "threads 10**9": ({"threads": 10**9}, ["config.list", "'threads' must be at most 1024, got 1000000000"]),
+    "threads 10**9 by --set": ("threads=1000000000", ["--set", "'threads' must be at most 1024"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+@pytest.mark.parametrize("command", ["check", "train"])
+def test_bad_config_value_is_one_line_in_check_and_train(root, capsys, case, command):
+    change, words = BAD_VALUES[case]
+    extra = ["--set", change] if isinstance(change, str) else []
+    if not extra:
+        set_config(root, **change)
+    before = snapshot(root)
+    capsys.readouterr()
+    assert main([command, str(root), *extra]) == 1
+    captured = capsys.readouterr()
+    line = one_error_line(captured.err)
+    for word in words:
+        assert word in line
+    assert snapshot(root) == before
+
+
+def save_as(path, encoding, text=None):
+    path.write_bytes((path.read_text() if text is None else text).encode(encoding))
+
+
+NOT_UTF8 = {
+    "config.list latin-1": (lambda r: save_as(r / "config.list", "latin-1",
+                                              (r / "config.list").read_text().replace('"tiny"', '"tiny\u00e9"')),
+                            ["config.list, line 10: byte 0xe9 is not UTF-8", "save it as UTF-8"]),
+    "config.list UTF-16": (lambda r: save_as(r / "config.list", "utf-16"),
+                           ["config.list: saved as UTF-16; save it as UTF-8"]),
+    "class_names.list latin-1": (lambda r: save_as(r / "class_names.list", "latin-1", "sky\nnu\u00e9e\n"),
+                                 ["class_names.list, line 2: byte 0xe9 is not UTF-8", "save it as UTF-8"]),
+    "class_names.list UTF-16": (lambda r: save_as(r / "class_names.list", "utf-16"),
+                                ["class_names.list: saved as UTF-16; save it as UTF-8"]),
+    "class_colors.list UTF-16": (lambda r: save_as(r / "class_colors.list", "utf-16", "0 0 0\n255 255 255\n"),
+                                 ["class_colors.list: saved as UTF-16; save it as UTF-8"]),
+}
+
+
+@pytest.mark.parametrize("case", list(NOT_UTF8))
+@pytest.mark.parametrize("command", ["check", "train"])
+def test_text_file_not_in_utf8_is_one_line_naming_it(root, capsys, case, command):
+    breaks, words = NOT_UTF8[case]
+    breaks(root)
+    before = snapshot(root)
+    capsys.readouterr()
+    assert main([command, str(root)]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    for word in words:
+        assert word in line
+    assert snapshot(root) == before
+
+
+def test_utf8_with_bom_is_accepted(root, capsys):
+    save_as(root / "config.list", "utf-8-sig")
+    save_as(root / "class_names.list", "utf-8-sig")
+    assert main(["check", str(root)]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+@pytest.mark.parametrize("given", [False, True])
+def test_config_list_that_is_not_a_file_is_an_error_not_ignored(root, capsys, kind, given):
+    (root / "config.list").unlink()
+    os.mkdir(root / "config.list") if kind == "folder" else os.mkfifo(root / "config.list")
+    before = snapshot(root) if kind == "folder" else None  # reading a FIFO would block
+    capsys.readouterr()
+    extra = ["--config", str(root / "config.list")] if given else []
+    assert main(["train", str(root), *extra]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "config.list: is not a regular file" in line
+    assert not list(root.glob("MODEL-tiny-*"))
+    if before is not None:
+        assert snapshot(root) == before
