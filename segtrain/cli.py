@@ -114,7 +114,10 @@ def _train_command(root: Path, config: Path | None, overrides: list[str], image_
 
 def _evaluate_command(args) -> int:
     from segtrain.evaluate import evaluate, format_table, write_json
+    from segtrain.predict import output_file
 
+    if args.json is not None:
+        output_file(args.json, "--json")  # before the evaluation, which may take long
     checkpoint = args.checkpoint
     if not checkpoint.exists() and not checkpoint.is_absolute() and (args.root / checkpoint).exists():
         checkpoint = args.root / checkpoint
