@@ -146,6 +146,7 @@ def predict(source: Path, model_path: Path, out_dir: Path, overlay_jpeg: bool = 
             device: str = "auto", log=print) -> Path:
     """Predict every image of `source` into out_dir; returns the summary.csv path."""
     out_dir = output_folder(out_dir, "--out")
+    summary = output_file(out_dir / "summary.csv", "--out")  # written last: find out now, not after every image
     notes: list[str] = []
     inputs = find_inputs(source, recursive, notes)
     for note in notes:
@@ -195,7 +196,6 @@ def predict(source: Path, model_path: Path, out_dir: Path, overlay_jpeg: bool = 
             flush()
         pending.append((rel, image))
     flush()
-    summary = out_dir / "summary.csv"
     write_summary(summary, rows, names)
     log(f"predict: masks in {out_dir}, class fractions in {summary}")
     return summary

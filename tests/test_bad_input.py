@@ -266,3 +266,121 @@ def test_config_list_that_is_not_a_file_is_an_error_not_ignored(root, capsys, ki
     assert not list(root.glob("MODEL-tiny-*"))
     if before is not None:
         assert snapshot(root) == before
+
+
+CKPT = "MODEL-tiny/model_best.pth.tar"
+
+
+def _predict(r, out, source="valid/images"):
+    return ["predict", str(r / source), "--checkpoint", str(r / CKPT), "--out", str(out)]
+
+
+def _folder_in_the_way(path):
+    path.mkdir(parents=True)
+    return path
+
+
+# (put something in the way under ROOT and give the command, words the one line must hold)
+UNWRITABLE = {
+    "predict --out is a file": (lambda r: _predict(r, r / "config.list"), ["--out", "config.list: is a file, not a folder"]),
+    "predict --out below a file": (lambda r: _predict(r, r / "config.list" / "masks"),
+                                   ["config.list is a file, not a folder"]),
+    "predict mask name is a folder": (lambda r: (_folder_in_the_way(r / "masks" / "sky0000.png"),
+                                                 _predict(r, r / "masks", "valid/images/sky0000.png"))[1],
+                                      ["masks/sky0000.png: cannot write (Is a directory)"]),
+    "predict summary.csv is a folder": (lambda r: (_folder_in_the_way(r / "masks" / "summary.csv"),
+                                                   _predict(r, r / "masks", "valid/images/sky0000.png"))[1],
+                                        ["--out", "masks/summary.csv: is a folder"]),
+    "evaluate --json is a folder": (lambda r: ["evaluate", str(r), "--checkpoint", str(r / CKPT), "--json", str(r / "MODEL-tiny")],
+                                    ["--json", "MODEL-tiny: is a folder"]),
+    "evaluate --json below a file": (lambda r: ["evaluate", str(r), "--checkpoint", str(r / CKPT), "--json",
+                                                str(r / "config.list" / "e.json")], ["config.list is a file, not a folder"]),
+    "export --out is a folder": (lambda r: ["export", "--checkpoint", str(r / CKPT), "--format", "torchscript", "--out",
+                                            str(r / "MODEL-tiny")], ["--out", "MODEL-tiny: is a folder"]),
+    "export --out below a file": (lambda r: ["export", "--checkpoint", str(r / CKPT), "--format", "torchscript", "--out",
+                                             str(r / "config.list" / "m.pt")], ["config.list is a file, not a folder"]),
+    "plot --out is a folder": (lambda r: ["plot", str(r / "MODEL-tiny" / "log.csv"), "--out", str(r / "MODEL-tiny")],
+                               ["--out", "MODEL-tiny: is a folder"]),
+    "plot --out below a file": (lambda r: ["plot", str(r / "MODEL-tiny" / "log.csv"), "--out", str(r / "config.list" / "c.png")],
+                                ["config.list is a file, not a folder"]),
+    "plot curves.png is a folder": (lambda r: (shutil.copy(r / "MODEL-tiny" / "log.csv", _folder_in_the_way(r / "old") / "log.csv"),
+                                               _folder_in_the_way(r / "old" / "curves.png"), ["plot", str(r / "old" / "log.csv")])[2],
+                                    ["old/curves.png: is a folder"]),
+    "init config.list is a folder": (lambda r: ((r / "config.list").unlink(), _folder_in_the_way(r / "config.list"),
+                                                ["init", str(r)])[2], ["config.list: is not a file", "run segtrain init again"]),
+    "init class_names.list is a folder": (lambda r: ((r / "class_names.list").unlink(), (r / "config.list").unlink(),
+                                                     _folder_in_the_way(r / "class_names.list"), ["init", str(r)])[3],
+                                          ["class_names.list: is not a file"]),
+}
+
+
+@pytest.mark.parametrize("case", list(UNWRITABLE))
+def test_output_that_cannot_be_written_is_one_line_naming_it(root, capsys, case):
+    setup, words = UNWRITABLE[case]
+    argv = setup(root)
+    before = snapshot(root)
+    capsys.readouterr()
+    assert main(argv) == 1
+    line = one_error_line(capsys.readouterr().err)
+    for word in words:
+        assert word in line
+    assert snapshot(root) == before  # nothing written, no temporary file left behind
+
+
+NOT_A_LOG = {
+    "binary garbage": (lambda p: p.write_bytes(bytes(range(256)) * 8), ["not a CSV training log"]),
+    "a PNG picture": (lambda p: Image.new("RGB", (8, 8)).save(p, format="PNG"), ["not a CSV training log"]),
+    "empty file": (lambda p: p.write_bytes(b""), ["not a training log", "found nothing"]),
+    "other columns": (lambda p: p.write_text("name,score\na,1\n"), ["not a training log", "found name, score"]),
+}
+
+
+@pytest.mark.parametrize("case", list(NOT_A_LOG))
+def test_plot_of_a_file_that_is_not_a_log_is_one_line(root, capsys, case):
+    write, words = NOT_A_LOG[case]
+    write(root / "MODEL-tiny" / "other.csv")
+    before = snapshot(root)  # holds MODEL-tiny/curves.png, where the picture would go
+    capsys.readouterr()
+    assert main(["plot", str(root / "MODEL-tiny" / "other.csv")]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "other.csv" in line
+    for word in words:
+        assert word in line
+    assert snapshot(root) == before
+
+
+def test_predict_keeps_a_file_name_that_is_not_utf8(root, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    name = b"sky\xff.png"
+    try:
+        shutil.copy(root / "valid" / "images" / "sky0000.png", os.fsencode(folder) + b"/" + name)
+    except OSError:
+        pytest.skip("this file system takes UTF-8 file names only")
+    out = tmp_path / "out"
+    assert main(["predict", str(folder), "--checkpoint", str(root / CKPT), "--out", str(out)]) == 0
+    assert name in os.listdir(os.fsencode(out))  # the mask keeps the image's name
+    rows = (out / "summary.csv").read_bytes().splitlines()
+    assert rows[1].startswith(name + b",32,32,")
+
+
+LEGACY = {
+    "config.list missing": (lambda r: ((r / "config.list").unlink(), r)[1],
+                            ["config.list: config file not found", "in the data folder (given by --data)",
+                             "pass --config with the path"]),
+    "data folder missing": (lambda r: r / "nothere", ["--data", "nothere: data folder not found", "Pass --data"]),
+}
+
+
+@pytest.mark.parametrize("case", list(LEGACY))
+def test_original_container_form_advice_names_its_own_flags(root, case):
+    setup, words = LEGACY[case]
+    data = setup(root)
+    before = snapshot(root)
+    result = run_cli("--config", "config.list", "--image_type", "waggle_cloud", "--data", data, timeout=120)
+    assert result.returncode == 1
+    line = one_error_line(result.stderr + result.stdout)
+    for word in words:
+        assert word in line
+    assert "without --config" not in line
+    assert snapshot(root) == before
