@@ -71,7 +71,7 @@ def cannot_write(path: Path, error: OSError) -> OutputError:
 
 
 def _file_above(path: Path) -> Path | None:
-    """The nearest existing folder above path, when it is in fact a file (nothing can be created there)."""
+    """The nearest existing path above `path` when it is a file, not a folder (nothing can be created below it)."""
     for parent in path.parents:
         if os.path.lexists(parent):
             return None if parent.is_dir() else parent
