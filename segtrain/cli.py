@@ -9,9 +9,9 @@ from pathlib import Path
 
 from segtrain import __version__
 from segtrain.runtime import interrupt
-from segtrain.config.load import describe_keys, load_config
+from segtrain.config.load import MISSING_CONFIG_HINT, describe_keys, load_config
 from segtrain.data.download import DATASETS
-from segtrain.errors import SegtrainError
+from segtrain.errors import ConfigError, SegtrainError
 
 DEMO_CONFIG = {
     "model": "fcn_resnet18",
@@ -82,7 +82,8 @@ EPILOG_EXPORT = """examples:
 """
 
 
-def _run_config(root: Path, config: Path | None, overrides: list[str], image_type: str):
+def _run_config(root: Path, config: Path | None, overrides: list[str], image_type: str,
+                missing_hint: str = MISSING_CONFIG_HINT):
     """The resolved config and the preset's class names (None when the folder has its own)."""
     from segtrain.config.presets import preset
 
@@ -90,16 +91,17 @@ def _run_config(root: Path, config: Path | None, overrides: list[str], image_typ
     cfg_path = config
     if cfg_path is not None and not cfg_path.is_absolute() and not cfg_path.exists():
         cfg_path = root / cfg_path  # the original container looked config.list up in the data folder
-    cfg = load_config(root, cfg_path, overrides, preset_defaults)
+    cfg = load_config(root, cfg_path, overrides, preset_defaults, missing_hint)
     if class_names is not None and (root / "class_names.list").is_file():
         class_names = None  # the folder's own list wins over the preset's
     return cfg, class_names
 
 
 def _train_command(root: Path, config: Path | None, overrides: list[str], image_type: str,
-                   resume: str | None = None, stop_after: int | None = None) -> int:
+                   resume: str | None = None, stop_after: int | None = None,
+                   missing_hint: str = MISSING_CONFIG_HINT) -> int:
     with interrupt.graceful_stop():  # before any heavy set-up (torch import, reading the data)
-        cfg, class_names = _run_config(root, config, overrides, image_type)
+        cfg, class_names = _run_config(root, config, overrides, image_type, missing_hint)
         if cfg["mode"] == "test":  # the original's test mode: predict (and evaluate) with pretrained_net
             from segtrain.use.testmode import run_test
 
@@ -113,7 +115,10 @@ def _train_command(root: Path, config: Path | None, overrides: list[str], image_
 
 def _evaluate_command(args) -> int:
     from segtrain.use.evaluate import evaluate, format_table, write_json
+    from segtrain.use.predict import output_file
 
+    if args.json is not None:
+        output_file(args.json, "--json")  # before the evaluation, which may take long
     checkpoint = args.checkpoint
     if not checkpoint.exists() and not checkpoint.is_absolute() and (args.root / checkpoint).exists():
         checkpoint = args.root / checkpoint
@@ -271,8 +276,15 @@ def run(argv: list[str]) -> int:
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version", "--debug"):
         args = build_legacy_parser().parse_args(argv)
         root = args.data if args.data is not None else default_data_root()
+        # This form has no ROOT argument and always reads a config: advice names its own flags.
+        where = ("given by --data" if args.data is not None
+                 else "here the current folder, as no /data or /storage is mounted: mount your data at /data or pass --data")
+        if not root.is_dir():
+            raise ConfigError(f"--data {root}: data folder not found. Pass --data with the folder that holds "
+                              "train/ and config.list.")
         config = args.config if args.config.is_absolute() else root / args.config
-        return _train_command(root, config, args.overrides, args.image_type, args.resume, args.stop_after)
+        hint = f" in the data folder ({where}), or pass --config with the path of your config file"
+        return _train_command(root, config, args.overrides, args.image_type, args.resume, args.stop_after, hint)
 
     parser = build_parser()
     args = parser.parse_args(argv)

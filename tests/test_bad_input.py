@@ -171,3 +171,216 @@ def test_small_dev_shm_reduces_workers_with_a_note():
     assert fit_workers(4, cpus=16, shm_free=1024 * MB, one_batch=big) == (4, [])
     assert fit_workers(4, cpus=16, shm_free=64 * MB, one_batch=batch_bytes(4, 32, 32)) == (4, [])
     assert fit_workers(4, cpus=16, shm_free=None, one_batch=big) == (4, [])
+
+
+def one_error_line(text):
+    """The single line a refused input prints (stderr of main or of the real command)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in text, text
+    return lines[0]
+
+
+# (what goes in config.list or --set, words the one line must hold)
+BAD_VALUES = {
+    "seed 2**32": ({"seed": 2**32}, ["config.list", "'seed' must be at most 4294967295, got 4294967296"]),
+    "seed 2**70 by --set": ("seed=1180591620717411303424", ["--set", "'seed' must be at most 4294967295"]),
+    "seed negative by --set": ("seed=-1", ["--set", "'seed' must be at least 0, got -1"]),
+    "output_dir with NUL": ({"output_dir": "run\0x"}, ["'output_dir' must be a plain folder name", "no NUL"]),
+    "output_dir too long": ({"output_dir": "x" * 250}, ["'output_dir' is 250 bytes long; at most 242 fit",
+                                                        "Choose a shorter name"]),
+    "output_dir multibyte too long": ({"output_dir": "é" * 125}, ["'output_dir' is 250 bytes long"]),
+    "output_dir with a slash": ({"output_dir": "a/b"}, ["'output_dir' must be a plain folder name (no slashes"]),
+    "output_dir ..": ("output_dir=..", ["'output_dir' must be a plain folder name"]),
+    "threads 10**9": ({"threads": 10**9}, ["config.list", "'threads' must be at most 1024, got 1000000000"]),
+    "threads 10**9 by --set": ("threads=1000000000", ["--set", "'threads' must be at most 1024"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+@pytest.mark.parametrize("command", ["check", "train"])
+def test_bad_config_value_is_one_line_in_check_and_train(root, capsys, case, command):
+    change, words = BAD_VALUES[case]
+    extra = ["--set", change] if isinstance(change, str) else []
+    if not extra:
+        set_config(root, **change)
+    before = snapshot(root)
+    capsys.readouterr()
+    assert main([command, str(root), *extra]) == 1
+    captured = capsys.readouterr()
+    line = one_error_line(captured.err)
+    for word in words:
+        assert word in line
+    assert snapshot(root) == before
+
+
+def save_as(path, encoding, text=None):
+    path.write_bytes((path.read_text() if text is None else text).encode(encoding))
+
+
+NOT_UTF8 = {
+    "config.list latin-1": (lambda r: save_as(r / "config.list", "latin-1",
+                                              (r / "config.list").read_text().replace('"tiny"', '"tiny\u00e9"')),
+                            ["config.list, line 10: byte 0xe9 is not UTF-8", "save it as UTF-8"]),
+    "config.list UTF-16": (lambda r: save_as(r / "config.list", "utf-16"),
+                           ["config.list: saved as UTF-16; save it as UTF-8"]),
+    "class_names.list latin-1": (lambda r: save_as(r / "class_names.list", "latin-1", "sky\nnu\u00e9e\n"),
+                                 ["class_names.list, line 2: byte 0xe9 is not UTF-8", "save it as UTF-8"]),
+    "class_names.list UTF-16": (lambda r: save_as(r / "class_names.list", "utf-16"),
+                                ["class_names.list: saved as UTF-16; save it as UTF-8"]),
+    "class_colors.list UTF-16": (lambda r: save_as(r / "class_colors.list", "utf-16", "0 0 0\n255 255 255\n"),
+                                 ["class_colors.list: saved as UTF-16; save it as UTF-8"]),
+}
+
+
+@pytest.mark.parametrize("case", list(NOT_UTF8))
+@pytest.mark.parametrize("command", ["check", "train"])
+def test_text_file_not_in_utf8_is_one_line_naming_it(root, capsys, case, command):
+    breaks, words = NOT_UTF8[case]
+    breaks(root)
+    before = snapshot(root)
+    capsys.readouterr()
+    assert main([command, str(root)]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    for word in words:
+        assert word in line
+    assert snapshot(root) == before
+
+
+def test_utf8_with_bom_is_accepted(root, capsys):
+    save_as(root / "config.list", "utf-8-sig")
+    save_as(root / "class_names.list", "utf-8-sig")
+    assert main(["check", str(root)]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+@pytest.mark.parametrize("given", [False, True])
+def test_config_list_that_is_not_a_file_is_an_error_not_ignored(root, capsys, kind, given):
+    (root / "config.list").unlink()
+    os.mkdir(root / "config.list") if kind == "folder" else os.mkfifo(root / "config.list")
+    before = snapshot(root) if kind == "folder" else None  # reading a FIFO would block
+    capsys.readouterr()
+    extra = ["--config", str(root / "config.list")] if given else []
+    assert main(["train", str(root), *extra]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "config.list: is not a regular file" in line
+    assert not list(root.glob("MODEL-tiny-*"))
+    if before is not None:
+        assert snapshot(root) == before
+
+
+CKPT = "MODEL-tiny/model_best.pth.tar"
+
+
+def _predict(r, out, source="valid/images"):
+    return ["predict", str(r / source), "--checkpoint", str(r / CKPT), "--out", str(out)]
+
+
+def _folder_in_the_way(path):
+    path.mkdir(parents=True)
+    return path
+
+
+# (put something in the way under ROOT and give the command, words the one line must hold)
+UNWRITABLE = {
+    "predict --out is a file": (lambda r: _predict(r, r / "config.list"), ["--out", "config.list: is a file, not a folder"]),
+    "predict --out below a file": (lambda r: _predict(r, r / "config.list" / "masks"),
+                                   ["config.list is a file, not a folder"]),
+    "predict mask name is a folder": (lambda r: (_folder_in_the_way(r / "masks" / "sky0000.png"),
+                                                 _predict(r, r / "masks", "valid/images/sky0000.png"))[1],
+                                      ["masks/sky0000.png: cannot write (Is a directory)"]),
+    "predict summary.csv is a folder": (lambda r: (_folder_in_the_way(r / "masks" / "summary.csv"),
+                                                   _predict(r, r / "masks", "valid/images/sky0000.png"))[1],
+                                        ["--out", "masks/summary.csv: is a folder"]),
+    "evaluate --json is a folder": (lambda r: ["evaluate", str(r), "--checkpoint", str(r / CKPT), "--json", str(r / "MODEL-tiny")],
+                                    ["--json", "MODEL-tiny: is a folder"]),
+    "evaluate --json below a file": (lambda r: ["evaluate", str(r), "--checkpoint", str(r / CKPT), "--json",
+                                                str(r / "config.list" / "e.json")], ["config.list is a file, not a folder"]),
+    "export --out is a folder": (lambda r: ["export", "--checkpoint", str(r / CKPT), "--format", "torchscript", "--out",
+                                            str(r / "MODEL-tiny")], ["--out", "MODEL-tiny: is a folder"]),
+    "export --out below a file": (lambda r: ["export", "--checkpoint", str(r / CKPT), "--format", "torchscript", "--out",
+                                             str(r / "config.list" / "m.pt")], ["config.list is a file, not a folder"]),
+    "plot --out is a folder": (lambda r: ["plot", str(r / "MODEL-tiny" / "log.csv"), "--out", str(r / "MODEL-tiny")],
+                               ["--out", "MODEL-tiny: is a folder"]),
+    "plot --out below a file": (lambda r: ["plot", str(r / "MODEL-tiny" / "log.csv"), "--out", str(r / "config.list" / "c.png")],
+                                ["config.list is a file, not a folder"]),
+    "plot curves.png is a folder": (lambda r: (shutil.copy(r / "MODEL-tiny" / "log.csv", _folder_in_the_way(r / "old") / "log.csv"),
+                                               _folder_in_the_way(r / "old" / "curves.png"), ["plot", str(r / "old" / "log.csv")])[2],
+                                    ["old/curves.png: is a folder"]),
+    "init config.list is a folder": (lambda r: ((r / "config.list").unlink(), _folder_in_the_way(r / "config.list"),
+                                                ["init", str(r)])[2], ["config.list: is not a file", "run segtrain init again"]),
+    "init class_names.list is a folder": (lambda r: ((r / "class_names.list").unlink(), (r / "config.list").unlink(),
+                                                     _folder_in_the_way(r / "class_names.list"), ["init", str(r)])[3],
+                                          ["class_names.list: is not a file"]),
+}
+
+
+@pytest.mark.parametrize("case", list(UNWRITABLE))
+def test_output_that_cannot_be_written_is_one_line_naming_it(root, capsys, case):
+    setup, words = UNWRITABLE[case]
+    argv = setup(root)
+    before = snapshot(root)
+    capsys.readouterr()
+    assert main(argv) == 1
+    line = one_error_line(capsys.readouterr().err)
+    for word in words:
+        assert word in line
+    assert snapshot(root) == before  # nothing written, no temporary file left behind
+
+
+NOT_A_LOG = {
+    "binary garbage": (lambda p: p.write_bytes(bytes(range(256)) * 8), ["not a CSV training log"]),
+    "a PNG picture": (lambda p: Image.new("RGB", (8, 8)).save(p, format="PNG"), ["not a CSV training log"]),
+    "empty file": (lambda p: p.write_bytes(b""), ["not a training log", "found nothing"]),
+    "other columns": (lambda p: p.write_text("name,score\na,1\n"), ["not a training log", "found name, score"]),
+}
+
+
+@pytest.mark.parametrize("case", list(NOT_A_LOG))
+def test_plot_of_a_file_that_is_not_a_log_is_one_line(root, capsys, case):
+    write, words = NOT_A_LOG[case]
+    write(root / "MODEL-tiny" / "other.csv")
+    before = snapshot(root)  # holds MODEL-tiny/curves.png, where the picture would go
+    capsys.readouterr()
+    assert main(["plot", str(root / "MODEL-tiny" / "other.csv")]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "other.csv" in line
+    for word in words:
+        assert word in line
+    assert snapshot(root) == before
+
+
+def test_predict_keeps_a_file_name_that_is_not_utf8(root, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    name = b"sky\xff.png"
+    try:
+        shutil.copy(root / "valid" / "images" / "sky0000.png", os.fsencode(folder) + b"/" + name)
+    except OSError:
+        pytest.skip("this file system takes UTF-8 file names only")
+    out = tmp_path / "out"
+    assert main(["predict", str(folder), "--checkpoint", str(root / CKPT), "--out", str(out)]) == 0
+    assert name in os.listdir(os.fsencode(out))  # the mask keeps the image's name
+    rows = (out / "summary.csv").read_bytes().splitlines()
+    assert rows[1].startswith(name + b",32,32,")
+
+
+LEGACY = {
+    "config.list missing": (lambda r: ((r / "config.list").unlink(), r)[1],
+                            ["config.list: config file not found", "in the data folder (given by --data)",
+                             "pass --config with the path"]),
+    "data folder missing": (lambda r: r / "nothere", ["--data", "nothere: data folder not found", "Pass --data"]),
+}
+
+
+@pytest.mark.parametrize("case", list(LEGACY))
+def test_original_container_form_advice_names_its_own_flags(root, case):
+    setup, words = LEGACY[case]
+    data = setup(root)
+    before = snapshot(root)
+    result = run_cli("--config", "config.list", "--image_type", "waggle_cloud", "--data", data, timeout=120)
+    assert result.returncode == 1
+    line = one_error_line(result.stderr + result.stdout)
+    for word in words:
+        assert word in line
+    assert "without --config" not in line
+    assert snapshot(root) == before

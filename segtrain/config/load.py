@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,18 @@ MODES = ("train", "test")
 LOSS_REDUCTIONS = ("sum", "mean")
 LR_SCHEDULES = ("poly", "constant")
 OPTIMIZERS = ("sgd", "adamw")
+# NumPy's legacy seeding (np.random.seed, used by data-loading workers) takes 0 .. 2**32 - 1 only.
+MAX_SEED = 2**32 - 1
+# A fixed bound, not a multiple of os.cpu_count(): a config (and the one stored in a checkpoint for
+# --resume) moves between machines and must mean the same on each. No single machine segtrain runs
+# on has more cores; far above it, OpenMP fails allocating per-thread state (threads=10**9 made
+# libgomp ask for 216 GB and abort the process).
+MAX_THREADS = 1024
+# File names are at most 255 bytes on the usual file systems (ext4, XFS, APFS, NTFS); the run
+# folder is "MODEL-" + output_dir, plus "-N" when an earlier run holds the name.
+NAME_MAX = 255
+RUN_FOLDER_PREFIX = "MODEL-"
+CLASH_SUFFIX_ROOM = len("-999999")
 
 
 def _location(text: str, pos: int) -> str:
@@ -75,13 +88,32 @@ def _location(text: str, pos: int) -> str:
     return f"line {line}, column {column}"
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+def read_user_text(path: Path, error=ConfigError) -> str:
+    """A text file a person wrote: UTF-8 (with or without a BOM), else one line saying how to save it."""
+    data = Path(path).read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise error(f"{path}: saved as UTF-16; save it as UTF-8 (most editors offer 'UTF-8' under Save As / Encoding).")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise error(f"{path}, line {line}: byte 0x{data[e.start]:02x} is not UTF-8 (saved as Latin-1 or another "
+                    "legacy encoding?); save it as UTF-8 (most editors offer 'UTF-8' under Save As / Encoding).") from None
+
+
+MISSING_CONFIG_HINT = " or run without --config to use the defaults"
+
+
+def read_config_file(path: Path, missing_hint: str = MISSING_CONFIG_HINT) -> dict[str, Any]:
+    if not path.exists():
         raise ConfigError(
             f"{path}: config file not found. Create it (a JSON object such as "
-            '{"max_iteration": 1000}) or run without --config to use the defaults.'
+            f'{{"max_iteration": 1000}}){missing_hint}.'
         )
-    text = path.read_text(encoding="utf-8-sig")
+    if not path.is_file():  # a folder, or a FIFO that would block reading
+        raise ConfigError(f"{path}: is not a regular file (a folder?). config.list must be a JSON file; "
+                          "remove or rename what is there.")
+    text = read_user_text(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -117,7 +149,7 @@ def _check_known(raw: dict[str, Any], source: str) -> None:
             raise ConfigError(f"{source}: unknown key {key!r}.{hint}")
 
 
-def _number(cfg, key, source, *, integer=False, minimum=None, exclusive=False):
+def _number(cfg, key, source, *, integer=False, minimum=None, exclusive=False, maximum=None):
     value = cfg[key]
     if integer and isinstance(value, str) and value.strip().lstrip("-").isdigit():
         value = int(value)  # the original accepted "fcn": "101" style strings; be as lenient for ints
@@ -128,6 +160,8 @@ def _number(cfg, key, source, *, integer=False, minimum=None, exclusive=False):
     if minimum is not None and (value <= minimum if exclusive else value < minimum):
         bound = f"greater than {minimum}" if exclusive else f"at least {minimum}"
         raise ConfigError(f"{source}: key {key!r} must be {bound}, got {value!r}.")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{source}: key {key!r} must be at most {maximum}, got {value!r}.")
     cfg[key] = value
 
 
@@ -154,7 +188,7 @@ def _image_size(value, source):
     )
 
 
-def resolve(raw: dict[str, Any], source: str = "config.list") -> dict[str, Any]:
+def resolve(raw: dict[str, Any], source: str = "config.list", name_max: int = NAME_MAX) -> dict[str, Any]:
     """Check every key and fill every default; the result holds only JSON-able built-ins."""
     from segtrain.models.registry import MODEL_NAMES  # the registry owns the list of names
 
@@ -166,12 +200,12 @@ def resolve(raw: dict[str, Any], source: str = "config.list") -> dict[str, Any]:
     _number(cfg, "interval_validate", source, integer=True, minimum=1)
     _number(cfg, "batch_size", source, integer=True, minimum=1)
     _number(cfg, "n_workers", source, integer=True, minimum=0)
-    _number(cfg, "seed", source, integer=True, minimum=0)
+    _number(cfg, "seed", source, integer=True, minimum=0, maximum=MAX_SEED)
     _number(cfg, "log_interval", source, integer=True, minimum=1)
     _number(cfg, "max_visualizations", source, integer=True, minimum=0)
     _number(cfg, "cache_mb", source, minimum=0)
     if cfg["threads"] is not None:
-        _number(cfg, "threads", source, integer=True, minimum=1)
+        _number(cfg, "threads", source, integer=True, minimum=1, maximum=MAX_THREADS)
     _number(cfg, "momentum", source, minimum=0)
     _number(cfg, "weight_decay", source, minimum=0)
     _number(cfg, "valid_fraction", source, minimum=0, exclusive=True)
@@ -216,13 +250,33 @@ def resolve(raw: dict[str, Any], source: str = "config.list") -> dict[str, Any]:
     cfg["model"] = _model_name(cfg, source, MODEL_NAMES)
     if cfg["output_dir"] in (None, ""):
         cfg["output_dir"] = cfg["model"]
-    if not isinstance(cfg["output_dir"], str) or any(c in cfg["output_dir"] for c in "/\\") or cfg["output_dir"] in (".", ".."):
-        raise ConfigError(
-            f"{source}: key 'output_dir' must be a plain folder name (no slashes), got {cfg['output_dir']!r}."
-        )
+    _output_dir(cfg["output_dir"], source, name_max)
     if not isinstance(cfg["pretrained_net"], str):
         raise ConfigError(f"{source}: key 'pretrained_net' must be a path string or \"\".")
     return cfg
+
+
+def _output_dir(name, source, name_max) -> None:
+    if not isinstance(name, str) or any(c in name for c in "/\\\0") or name in (".", ".."):
+        raise ConfigError(
+            f"{source}: key 'output_dir' must be a plain folder name (no slashes, no NUL), got {name!r}."
+        )
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate ("\\udcff" in JSON) names no file
+        raise ConfigError(f"{source}: key 'output_dir' holds characters no file name can hold, got {name!r}.") from None
+    room = name_max - len(RUN_FOLDER_PREFIX) - CLASH_SUFFIX_ROOM
+    if size > room:
+        raise ConfigError(f"{source}: key 'output_dir' is {size} bytes long; at most {room} fit in a folder name "
+                          f"here ({RUN_FOLDER_PREFIX}<output_dir>, {name_max} bytes at most). Choose a shorter name.")
+
+
+def _name_max(root: Path) -> int:
+    """The longest file name ROOT's file system takes (NAME_MAX where it can be asked)."""
+    try:
+        return os.pathconf(root, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # ROOT missing (reported later), or no pathconf (Windows)
+        return NAME_MAX
 
 
 def _model_name(cfg, source, names) -> str:
@@ -253,20 +307,22 @@ def _model_name(cfg, source, names) -> str:
 
 
 def load_config(root: Path, config_path: Path | None, overrides: list[str] | None = None,
-                preset_defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+                preset_defaults: dict[str, Any] | None = None,
+                missing_hint: str = MISSING_CONFIG_HINT) -> dict[str, Any]:
     """The config of a run: preset defaults, under config_path (or ROOT/config.list when present),
-    under --set overrides."""
+    under --set overrides. missing_hint replaces the advice given when config_path does not exist."""
     source = "defaults"
     raw: dict[str, Any] = dict(preset_defaults or {})
     path = config_path if config_path is not None else root / "config.list"
-    if config_path is not None or path.is_file():
-        raw.update(read_config_file(path))
+    # lexists: a folder, FIFO or broken link named config.list is an error, never silently skipped
+    if config_path is not None or os.path.lexists(path):
+        raw.update(read_config_file(path, missing_hint))
         source = str(path)
     _check_known(raw, source)
     extra = parse_overrides(overrides or [])
     _check_known(extra, "--set")
     raw.update(extra)
-    return resolve(raw, source if not extra else f"{source} (with --set)")
+    return resolve(raw, source if not extra else f"{source} (with --set)", _name_max(root))
 
 
 def describe_keys() -> str:

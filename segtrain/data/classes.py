@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from segtrain.config.load import read_user_text
 from segtrain.errors import DatasetError
 
 MAX_CLASSES = 254  # label index 255 is reserved internally for ignored pixels
@@ -30,7 +31,7 @@ def read_class_names(path: Path) -> list[str]:
             f"{path}: class_names.list not found. Create it with one class name per line in "
             "class-index order (e.g. 'sky' then 'cloud')."
         )
-    names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    names = [line.strip() for line in read_user_text(path, DatasetError).splitlines()]
     names = [n for n in names if n]
     if not names:
         raise DatasetError(f"{path}: class_names.list is empty. Write one class name per line.")
@@ -56,7 +57,7 @@ def read_class_colors(path: Path, n_classes: int) -> list[list[int]] | None:
     if not path.is_file():
         return None
     colors = []
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    lines = read_user_text(path, DatasetError).splitlines()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue

@@ -19,7 +19,7 @@ import numpy as np
 from segtrain.data.classes import read_class_names
 from segtrain.config.load import DEFAULT_LR, DEFAULT_MODEL, DEFAULT_OPTIMIZER, KEYS, resolve
 from segtrain.data.folder import check_sizes, find_splits
-from segtrain.errors import DatasetError
+from segtrain.errors import DatasetError, OutputError
 from segtrain.data.labels import DETECTION_SAMPLE, LOSSY_SUFFIXES, _sample, detect_decoder, read_mask
 
 MAX_GUESSED_LEVELS = 16  # more distinct values than this look like a photo or lossy noise, not classes
@@ -145,19 +145,29 @@ def plan(root: Path, class_names: list[str] | None = None, fallback: dict | None
     return Starter(root, config, classes, found, problems)
 
 
+STARTER_FILES = ("class_names.list", "class_colors.list", "config.list")
+
+
 def _write_new(path: Path, text: str) -> bool:
     """Create path with text; False (and nothing written) when it already exists."""
+    from segtrain.use.predict import cannot_write
+
     try:
         with open(path, "x", encoding="utf-8") as f:
             f.write(text)
     except FileExistsError:
         return False
+    except OSError as e:
+        raise cannot_write(path, e) from None
     return True
 
 
 def write_starter(starter: Starter, class_names: list[str] | None = None, log=print) -> None:
     """Write config.list, class_names.list and class_colors.list where absent; say what each holds."""
     root = starter.root
+    for name in STARTER_FILES:  # before writing any: a folder in the way would pass for a kept file
+        if os.path.lexists(root / name) and not (root / name).is_file():
+            raise OutputError(f"{root / name}: is not a file (a folder?); remove or rename it, then run segtrain init again.")
     for line in starter.found:
         log(line)
     for problem in starter.problems:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from segtrain.errors import SegtrainError
+from segtrain.use.predict import cannot_write, output_file
 
 PANELS = (("loss", "loss"), ("mean_iu", "mean IoU"), ("acc", "pixel accuracy"))
 TRAIN_COLOR, VALID_COLOR = "#1f77b4", "#d62728"
@@ -30,6 +32,14 @@ def read_log(path: Path) -> dict[str, dict[str, np.ndarray]]:
     path = Path(path)
     if not path.is_file():
         raise LogFileError(f"{path}: log file not found. Point at a MODEL-<output_dir>/log.csv.")
+    try:
+        return _read_rows(path)
+    except (UnicodeDecodeError, csv.Error) as e:  # a picture, a binary file, a text in another encoding
+        raise LogFileError(f"{path}: not a CSV training log ({type(e).__name__}: {str(e).splitlines()[0]}). "
+                           "Point at a MODEL-<output_dir>/log.csv.") from None
+
+
+def _read_rows(path: Path) -> dict[str, dict[str, np.ndarray]]:
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         needed = {"iteration", "train/loss", "valid/loss"}
@@ -90,8 +100,13 @@ def draw_curves(log: dict[str, dict[str, np.ndarray]], out: Path, title: str = "
         fig.suptitle(title)
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp)
-    tmp.replace(out)  # a viewer or the report never reads a half-written picture
+    try:
+        fig.savefig(tmp)
+        tmp.replace(out)  # a viewer or the report never reads a half-written picture
+    except OSError:  # the caller decides: training goes on, `segtrain plot` stops with one line
+        if os.path.lexists(tmp):
+            tmp.unlink()
+        raise
     return out
 
 
@@ -104,7 +119,11 @@ def _spans_decades(*arrays) -> bool:
 def plot_log(log_path: Path, out: Path | None = None) -> Path:
     """curves.png next to the log (or at `out`) from log.csv."""
     log_path = Path(log_path)
-    out = Path(out) if out is not None else log_path.with_name("curves.png")
+    out = output_file(out if out is not None else log_path.with_name("curves.png"), "--out" if out is not None else "plot")
     if not out.parent.is_dir():
         raise LogFileError(f"{out.parent}: folder not found for --out. Create it or choose another path.")
-    return draw_curves(read_log(log_path), out, title=log_path.parent.name)
+    log = read_log(log_path)
+    try:
+        return draw_curves(log, out, title=log_path.parent.name)
+    except OSError as e:
+        raise cannot_write(out, e) from None

@@ -22,6 +22,7 @@ from segtrain.data.folder import eval_input
 from segtrain.errors import SegtrainError
 from segtrain.data.images import IMAGE_SUFFIXES, read_image
 from segtrain.use.onnx_predictor import METADATA_KEY
+from segtrain.use.predict import cannot_write, output_file
 from segtrain.use.trained import TrainedModel, load_trained
 from segtrain.data.transforms import eval_transform
 
@@ -146,6 +147,7 @@ def export(checkpoint: Path, fmt: str, out: Path, size: list[int] | None = None,
     """Export, verify, then rename into place: a failed export leaves no file (and an old one intact)."""
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}.")
+    out = output_file(out, "--out")
     trained = load_trained(checkpoint, "cpu", log)
     size = list(size) if size else trained.image_size
     if size is None:
@@ -155,9 +157,11 @@ def export(checkpoint: Path, fmt: str, out: Path, size: list[int] | None = None,
         raise ExportError(f"--size {size[0]} {size[1]}: height and width must be at least 32.")
     module = LogitsOnly(trained.model).eval()
     example = torch.randn(1, 3, *size)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    except OSError as e:
+        raise cannot_write(out, e) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -170,6 +174,8 @@ def export(checkpoint: Path, fmt: str, out: Path, size: list[int] | None = None,
                 f"(needed {MIN_AGREEMENT:.1%}); nothing was written. Report this with the checkpoint's arch ({trained.arch})."
             )
         os.replace(tmp, out)
+    except OSError as e:  # writing the file (a full disk) or renaming it into place
+        raise cannot_write(out, e) from None
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segtrain.errors import ConfigError, DatasetError
+from segtrain.errors import ConfigError, DatasetError, OutputError
 from segtrain.data.images import IMAGE_SUFFIXES, list_images, read_image
 from segtrain.outputs.visualize import colorize, overlay
 
@@ -69,17 +69,57 @@ def overlay_path(out_dir: Path, rel: Path) -> Path:
     return out_dir / rel.parent / f"{rel.stem}_overlay.jpg"
 
 
+def cannot_write(path: Path, error: OSError) -> OutputError:
+    return OutputError(f"{path}: cannot write ({error.strerror or error}). Remove or rename what is in the way, "
+                       "choose another output path, or free disk space or make its folder writable.")
+
+
+def _file_above(path: Path) -> Path | None:
+    """The nearest existing path above `path` when it is a file, not a folder (nothing can be created below it)."""
+    for parent in path.parents:
+        if os.path.lexists(parent):
+            return None if parent.is_dir() else parent
+    return None
+
+
+def output_file(path: Path, option: str) -> Path:
+    """Refuse, before any work, a path for an output file that is a folder or lies below a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{option} {path}: is a folder; give the path of a file to write.")
+    above = _file_above(path)
+    if above is not None:
+        raise OutputError(f"{option} {path}: {above} is a file, not a folder; choose a path in a folder.")
+    return path
+
+
+def output_folder(path: Path, option: str) -> Path:
+    """Refuse, before any work, a path for an output folder that is a file or lies below one."""
+    path = Path(path)
+    if os.path.lexists(path) and not path.is_dir():
+        raise OutputError(f"{option} {path}: is a file, not a folder; give a folder (created when missing).")
+    above = _file_above(path)
+    if above is not None:
+        raise OutputError(f"{option} {path}: {above} is a file, not a folder; choose a path in a folder.")
+    return path
+
+
 def write_atomic(path: Path, write) -> None:
     """write(binary file), to a temp file renamed into place: an interrupted run leaves no half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise cannot_write(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise cannot_write(path, e) from None
         raise
 
 
@@ -100,14 +140,17 @@ def write_summary(path: Path, rows: list[list], class_names: list[str]) -> None:
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["image", "width", "height"] + [f"{name}_fraction" for name in class_names])
     writer.writerows(rows)
-    write_atomic(path, lambda f: f.write(text.getvalue().encode("utf-8")))
+    # A file name that is not UTF-8 (possible on POSIX) keeps its exact bytes, so the column still
+    # names the file; the rest of the file is plain UTF-8.
+    write_atomic(path, lambda f: f.write(text.getvalue().encode("utf-8", errors="surrogateescape")))
 
 
 def predict(source: Path, model_path: Path, out_dir: Path, overlay_jpeg: bool = False, tile: int | None = None,
             overlap: int | None = None, recursive: bool = False, batch_size: int | None = None,
             device: str = "auto", log=print) -> Path:
     """Predict every image of `source` into out_dir; returns the summary.csv path."""
-    out_dir = Path(out_dir)
+    out_dir = output_folder(out_dir, "--out")
+    summary = output_file(out_dir / "summary.csv", "--out")  # written last: find out now, not after every image
     notes: list[str] = []
     inputs = find_inputs(source, recursive, notes)
     for note in notes:
@@ -122,7 +165,10 @@ def predict(source: Path, model_path: Path, out_dir: Path, overlay_jpeg: bool = 
     predictor = open_predictor(model_path, device, tile, overlap, log)
     batch_size = batch_size or predictor.batch_size
     names, colors = predictor.class_names, predictor.class_colors
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise cannot_write(out_dir, e) from None
     size_text = "native size" if predictor.image_size is None else "x".join(map(str, predictor.image_size))
     log(f"predict: {len(inputs)} image(s) with {model_path} (classes {', '.join(names)}; model input {size_text}"
         + (f"; tiles {tile} px" if tile else "") + f") into {out_dir}")
@@ -156,7 +202,6 @@ def predict(source: Path, model_path: Path, out_dir: Path, overlay_jpeg: bool = 
             flush()
         pending.append((rel, image))
     flush()
-    summary = out_dir / "summary.csv"
     write_summary(summary, rows, names)
     log(f"predict: masks in {out_dir}, class fractions in {summary}")
     return summary
