@@ -21,7 +21,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from segtrain.config.load import resolve
 from segtrain.models.registry import build_model
-from segtrain.training.loop import make_criterion, poly_lambda, train_step
+from segtrain.training.optimization import make_criterion, make_scaler, poly_lambda
+from segtrain.training.step import Stepper
 
 VARIANTS = {  # name -> (amp, channels_last, compile)
     "fp32": (False, False, False),
@@ -59,17 +60,17 @@ def setup(name, variant, size, batch, device):
         model = torch.compile(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(cfg["max_iteration"]))
-    fp16 = amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler(device.type, enabled=fp16)
+    scaler = make_scaler(amp, device)
     pin = device.type == "cuda"
     images = torch.randn(batch, 3, size, size)
     masks = torch.randint(0, 2, (batch, size, size))
     if pin:
         images, masks = images.pin_memory(), masks.pin_memory()
 
+    stepper = Stepper(model, make_criterion(cfg), optimizer, scheduler, scaler, device, 2, amp, channels_last)
+
     def step():
-        loss, hist = train_step(model, images, masks, make_criterion(cfg), optimizer, scheduler, scaler, cfg,
-                                device, 2)
+        loss, hist = stepper.step(images, masks)
         return loss
 
     return step

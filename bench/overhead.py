@@ -27,7 +27,8 @@ from segtrain.config.load import resolve
 from segtrain.data.folder import SegmentationDataset, inspect_root
 from segtrain.models.registry import build_model
 from segtrain.data.synthetic import write_sky_folder
-from segtrain.training.loop import seed_everything, train
+from segtrain.training.loop import train
+from segtrain.training.setup import seed_everything
 from segtrain.data.transforms import train_transform
 
 MODELS = ["fcn_resnet18", "fcn_resnet50", "lraspp_mobilenet_v3_large"]

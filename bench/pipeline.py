@@ -23,7 +23,8 @@ import torch
 from segtrain.config.load import resolve
 from segtrain.data.folder import inspect_root
 from segtrain.models.registry import build_model
-from segtrain.training.loop import make_criterion, make_loaders
+from segtrain.training.loaders import make_loaders
+from segtrain.training.optimization import make_criterion
 
 BATCH = 8
 

@@ -16,7 +16,7 @@ from segtrain.outputs.checkpoints import read_checkpoint
 from segtrain.data.folder import DataSpec, SegmentationDataset, inspect_root
 from segtrain.errors import DatasetError, SegtrainError
 from segtrain.data.labels import IGNORE
-from segtrain.training.loop import select_device
+from segtrain.runtime.device import select_device
 from segtrain.runtime.workers import plan_workers
 
 PROGRESS_EVERY = 500

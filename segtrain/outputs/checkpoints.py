@@ -23,13 +23,38 @@ from typing import Any
 import torch
 from torch import nn
 
+from segtrain import __version__
 from segtrain.outputs.atomic import atomic_open
 from segtrain.errors import CheckpointError
 
+# The layout of a run's checkpoint files: their names, and the version of the payload below.
+CHECKPOINT_NAME = "checkpoint.pth.tar"  # the latest state, for --resume
+BEST_NAME = "model_best.pth.tar"  # the weights of the best validation so far
 FORMAT_VERSION = 1
 ZIP_MAGIC = b"PK\x03\x04"
 LEGACY_PICKLES = 5  # the legacy format: magic number, protocol, sys info, the object, storage keys
 POINT_AT = "Point pretrained_net / --checkpoint at a .pth/.pth.tar file written by torch.save"
+
+
+def training_payload(model: nn.Module, arch: str, cfg: dict, class_names: list[str], colors: list[list[int]],
+                     label_encoding: str, normalization: dict, state: dict) -> dict:
+    """A run's checkpoint: the original tool's keys (model_state_dict, optim_state_dict, epoch,
+    iteration, arch, best_mean_iu) plus what rebuilds the model without the data folder. Only
+    tensors and built-ins, so `torch.load(weights_only=True)` reads it anywhere. `state` holds
+    the loop's counters and optimizer, scheduler and resume state."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "segtrain_version": __version__,
+        "arch": arch,
+        "model_state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **state,
+        "config": dict(cfg),
+        "class_names": list(class_names),
+        "class_colors": [list(c) for c in colors],
+        "label_encoding": label_encoding,
+        "normalization": normalization,
+        "image_size": cfg["image_size"],
+    }
 
 
 def save_atomic(obj: Any, path: Path) -> None:

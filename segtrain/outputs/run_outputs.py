@@ -1,21 +1,26 @@
-"""What each validation adds for people to look at: curves.png, report.html, TensorBoard.
+"""Everything a training run writes, behind one object, so the loop has no rank checks.
 
-The trainer calls `train_step` after each iteration and `validation` after each validation's
-log row, visualization and checkpoints are written. Drawing problems (a full disk, say) are
-reported and do not stop a training run; its log and checkpoints are what matter most.
+Rank 0 (or the only process) gets `RunOutputs`: log.csv rows, the progress bar or lines, the
+visualization tiles, checkpoint.pth.tar and model_best.pth.tar, curves.png, report.html and
+TensorBoard. Other torchrun ranks get `NoOutputs`, which does nothing. Drawing problems (a full
+disk, say) are reported once and do not stop a run; its log and checkpoints are what matter most.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
-from PIL import Image
 
+from segtrain.data.folder import DataSpec, SegmentationDataset
+from segtrain.outputs.checkpoints import BEST_NAME, CHECKPOINT_NAME, save_atomic
 from segtrain.outputs.curves import draw_curves, read_log
-from segtrain.data.folder import DataSpec
+from segtrain.outputs.logcsv import LogWriter
+from segtrain.outputs.progress import ProgressReporter
 from segtrain.outputs.report import ReportData, Validation, write_report
 from segtrain.outputs.tensorboard_log import TensorBoardLog
+from segtrain.outputs.visualize import write_visualization
 
 
 def dataset_summary(spec: DataSpec) -> dict[str, object]:
@@ -34,28 +39,55 @@ def dataset_summary(spec: DataSpec) -> dict[str, object]:
 
 
 class RunOutputs:
-    def __init__(self, out_dir: Path, cfg: dict, spec: DataSpec, colors: list[list[int]], log=print):
+    """Opened once the run's folder exists; `close` ends what it opened, also after an error."""
+
+    def __init__(self, out_dir: Path, cfg: dict, spec: DataSpec, colors: list[list[int]],
+                 valid_set: SegmentationDataset, start_iteration: int, log=print):
         self.out_dir = Path(out_dir)
-        self.cfg = cfg
-        self.spec = spec
-        self.colors = colors
-        self.log = log
+        self.cfg, self.spec, self.colors, self.valid_set, self.log = cfg, spec, colors, valid_set, log
         self.best: Validation | None = None
-        self.failed_once = False
+        self.drawing_failed = False
         self.tensorboard = None
+        self.writer = LogWriter(self.out_dir / "log.csv")
+        self.reporter = ProgressReporter(cfg["max_iteration"], cfg["batch_size"], cfg["log_interval"], log,
+                                         start_iteration=start_iteration)
         if cfg["tensorboard"]:
             self.tensorboard = TensorBoardLog(self.out_dir / "tensorboard", spec.class_names, log)
 
-    def train_step(self, iteration: int, row: dict, lr: float) -> None:
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT_NAME
+
+    def train_row(self, iteration: int, epoch: int, row: dict, lr: float, elapsed: float) -> None:
+        """After the step of `iteration`: its log.csv row, then progress counts it as done."""
+        self.writer.row("train", epoch, iteration, row, elapsed)
         if self.tensorboard is not None:
             self.tensorboard.train_step(iteration, row, lr)
+        self.reporter.iteration(iteration + 1, epoch, row["loss"], lr)
 
-    def validation(self, iteration: int, result: dict, is_best: bool) -> None:
+    def validation(self, iteration: int, epoch: int, result: dict, shown: list[tuple[int, np.ndarray]],
+                   is_best: bool, checkpoint: Callable[[], dict], elapsed: float) -> None:
+        """The log row, the tile, the checkpoints (best first: a crash between the two leaves the
+        best no older than the latest), then the pictures for people."""
+        self.writer.row("valid", epoch, iteration, result, elapsed)
+        self.reporter.validation(iteration, result, self.spec.class_names, is_best)
+        viz = self.out_dir / "visualization_viz" / f"iter{iteration:012d}.jpg"
+        tile = write_visualization(viz, [(*self.valid_set.load(i), pred) for i, pred in shown], self.colors)
+        payload = checkpoint()
+        if is_best:
+            save_atomic(payload, self.out_dir / BEST_NAME)
+        save_atomic(payload, self.checkpoint_path)
         latest = Validation(iteration, result)
         if is_best:
             self.best = latest
-        viz = self.out_dir / "visualization_viz" / f"iter{iteration:012d}.jpg"
-        viz = viz if viz.is_file() else None
+        self._draw(iteration, latest, viz if tile is not None else None)
+        if self.tensorboard is not None:
+            self.tensorboard.validation(iteration, result, tile)
+
+    def save_checkpoint(self, checkpoint: Callable[[], dict]) -> None:
+        save_atomic(checkpoint(), self.checkpoint_path)
+
+    def _draw(self, iteration: int, latest: Validation, viz: Path | None) -> None:
         try:
             curves = draw_curves(read_log(self.out_dir / "log.csv"), self.out_dir / "curves.png", self.out_dir.name)
             write_report(self.out_dir / "report.html", ReportData(
@@ -64,13 +96,31 @@ class RunOutputs:
                 max_iteration=self.cfg["max_iteration"], best=self.best, latest=latest, curves_png=curves,
                 visualization=viz))
         except OSError as e:
-            if not self.failed_once:  # say it once, not at every validation of a long run
+            if not self.drawing_failed:  # say it once, not at every validation of a long run
                 self.log(f"note: could not write curves.png/report.html in {self.out_dir} ({e.strerror}); "
                          "training goes on.")
-                self.failed_once = True
-        if self.tensorboard is not None:
-            self.tensorboard.validation(iteration, result, np.asarray(Image.open(viz)) if viz else None)
+                self.drawing_failed = True
 
     def close(self) -> None:
+        self.reporter.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
+        self.writer.close()
+
+
+class NoOutputs:
+    """What a torchrun rank other than 0 writes: nothing."""
+
+    checkpoint_path = None
+
+    def train_row(self, *args) -> None:
+        pass
+
+    def validation(self, *args) -> None:
+        pass
+
+    def save_checkpoint(self, *args) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

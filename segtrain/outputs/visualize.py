@@ -64,11 +64,14 @@ def cell_size(shape: tuple[int, int]) -> tuple[int, int]:
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
-def write_visualization(path: Path, samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], colors) -> None:
-    """samples: (image HxWx3, truth HxW, prediction HxW) at native size."""
+def write_visualization(path: Path, samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                        colors) -> np.ndarray | None:
+    """samples: (image HxWx3, truth HxW, prediction HxW) at native size. Returns the tile written
+    (None when there are no samples), so other outputs need not read it back."""
     if not samples:
-        return
+        return None
     cell = cell_size(samples[0][0].shape[:2])
-    tiles = [sample_tile(img, truth, pred, colors, cell) for img, truth, pred in samples]
+    tile = grid([sample_tile(img, truth, pred, colors, cell) for img, truth, pred in samples])
     with atomic_open(path) as f:
-        Image.fromarray(grid(tiles)).save(f, format="JPEG", quality=90)
+        Image.fromarray(tile).save(f, format="JPEG", quality=90)
+    return tile

@@ -4,6 +4,7 @@ joins the process group and answers "who am I". One process per GPU (or per CPU 
 from __future__ import annotations
 
 import datetime
+import signal
 import os
 from dataclasses import dataclass
 
@@ -91,9 +92,13 @@ def all_reduce_sum(tensor: torch.Tensor, ctx: Context) -> torch.Tensor:
     return tensor
 
 
-def barrier(ctx: Context) -> None:
-    if ctx.enabled:
-        dist.barrier()
+def agreed_stop(signum: int | None, ctx: Context, device: torch.device) -> int | None:
+    """A stop signal seen by any rank stops every rank at the same step; otherwise the others
+    would wait forever in the next collective. Ranks that saw none stop as if sent SIGTERM."""
+    if not ctx.enabled:
+        return signum
+    seen = all_reduce_sum(torch.tensor([signum or 0], dtype=torch.long, device=device), ctx)
+    return signum or (signal.SIGTERM if int(seen[0]) else None)
 
 
 def shutdown(ctx: Context) -> None:

@@ -16,10 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segtrain.outputs.checkpoints import read_checkpoint
+from segtrain.outputs.checkpoints import CHECKPOINT_NAME, read_checkpoint
 from segtrain.errors import CheckpointError
-
-CHECKPOINT_NAME = "checkpoint.pth.tar"
 
 
 def rng_state() -> dict:

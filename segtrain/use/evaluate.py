@@ -14,7 +14,8 @@ from segtrain.errors import DatasetError
 from segtrain.data.labels import detect_decoder
 from segtrain.use.predict import write_atomic
 from segtrain.use.trained import TrainedModel, load_trained
-from segtrain.training.loop import make_criterion, make_eval_loader, validate
+from segtrain.evaluation.validation import make_eval_loader, validate
+from segtrain.training.optimization import make_criterion
 
 
 def split_pairs(root: Path, trained: TrainedModel, split: str, log=print):
@@ -55,8 +56,10 @@ def evaluate(root: Path, checkpoint: Path, split: str = "valid", device: str = "
     log(f"evaluate: {checkpoint} ({trained.arch}) on {len(pairs)} image(s): {where}")
     log(f"labels: {decoder.describe()}")
     cfg = trained.config
-    loader = make_eval_loader(pairs, decoder, check_sizes(pairs), cfg, trained.device)
-    result, _ = validate(trained.model, loader, make_criterion(cfg), cfg, len(trained.class_names), trained.device, 0)
+    loader = make_eval_loader(pairs, decoder, check_sizes(pairs), cfg["image_size"], cfg["batch_size"], cfg["n_workers"],
+                              trained.device)
+    result, _ = validate(trained.model, loader, make_criterion(cfg), len(trained.class_names), trained.device,
+                         amp=cfg["amp"], channels_last=cfg["channels_last"])
     return report(result, trained.class_names, {"checkpoint": str(checkpoint), "split": where, "images": len(pairs)})
 
 

@@ -22,7 +22,7 @@ from segtrain.data.folder import eval_input
 from segtrain.errors import CheckpointError
 from segtrain.evaluation.inference import class_map, native_logits
 from segtrain.models.registry import REGISTRY, build_model
-from segtrain.training.loop import select_device
+from segtrain.runtime.device import select_device
 from segtrain.data.transforms import MEAN, STD, eval_transform
 
 

@@ -1,0 +1,34 @@
+"""What changes the weights: optimizer, learning-rate schedule, loss and the AMP grad scaler."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from segtrain.data.labels import IGNORE
+
+
+def make_criterion(cfg: dict) -> nn.Module:
+    return nn.CrossEntropyLoss(ignore_index=IGNORE, reduction=cfg["loss_reduction"])
+
+
+def make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
+    if cfg["optimizer"] == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    return torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
+                           weight_decay=cfg["weight_decay"])
+
+
+def poly_lambda(max_iteration: int):
+    return lambda it: (1 - min(it, max_iteration - 1) / max_iteration) ** 0.9
+
+
+def make_schedule(cfg: dict):
+    """The lr factor per iteration: poly (power 0.9, torchvision's references) or constant."""
+    return poly_lambda(cfg["max_iteration"]) if cfg["lr_schedule"] == "poly" else (lambda it: 1.0)
+
+
+def make_scaler(amp: bool, device: torch.device) -> torch.amp.GradScaler:
+    """Loss scaling for fp16 autocast only; bf16 (and fp32) need none."""
+    fp16 = amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    return torch.amp.GradScaler(device.type, enabled=fp16)

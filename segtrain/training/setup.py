@@ -1,0 +1,170 @@
+"""Everything a training run needs before its first step, in the order that keeps runs exact:
+seed, checkpoint to resume, data, device and processes, model, output folder, optimizer, state.
+
+The order matters for reproducibility: the model's initial weights, then the loader's seed, come
+from the global generator, so a resumed run must draw them as the first run did.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from segtrain.data.classes import voc_colormap
+from segtrain.data.folder import DataSpec, inspect_root
+from segtrain.data.transforms import MEAN, STD
+from segtrain.models.registry import build_model, resolve_backbone_weights
+from segtrain.outputs.atomic import remove_stale_temps
+from segtrain.outputs.checkpoints import load_weights, read_checkpoint, training_payload
+from segtrain.outputs.logcsv import keep_rows_through
+from segtrain.outputs.run_folder import output_folder
+from segtrain.paths import from_root
+from segtrain.runtime import distributed, interrupt
+from segtrain.runtime.device import select_device
+from segtrain.runtime.workers import plan_workers
+from segtrain.training.optimization import make_criterion, make_optimizer, make_scaler, make_schedule
+from segtrain.training.resume import (Progress, check_compatible, checkpoint_to_resume, read_resumable, restore,
+                                      resume_state)
+from segtrain.training.step import Stepper
+
+
+@dataclass
+class TrainingRun:
+    """The run's fixed parts and its counters (`progress`), as the loop reads and advances them."""
+
+    root: Path
+    cfg: dict
+    spec: DataSpec
+    stepper: Stepper
+    ctx: distributed.Context
+    colors: list[list[int]]
+    out_dir: Path | None  # None on torchrun ranks other than 0, which write nothing
+    progress: Progress
+    workers: int
+    log: object = print
+    resumed_from: dict | None = None  # the checkpoint this run continues
+    start_iteration: int = 0
+    last_result: dict | None = None  # the latest validation's numbers, kept in checkpoints
+    clock_start: float = 0.0
+
+    def start_clock(self) -> None:
+        """elapsed_time counts training, not set-up; a resumed run goes on from its saved time."""
+        self.clock_start = time.perf_counter() - self.progress.elapsed
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.clock_start
+
+    def checkpoint(self) -> dict:
+        """The payload of checkpoint.pth.tar / model_best.pth.tar at this moment."""
+        p, s = self.progress, self.stepper
+        state = {"optim_state_dict": s.optimizer.state_dict(), "scheduler_state_dict": s.scheduler.state_dict(),
+                 "epoch": int(p.epoch), "iteration": int(p.iteration), "best_mean_iu": float(p.best_mean_iu),
+                 "elapsed_time": float(self.elapsed()), "valid_metrics": self.last_result,
+                 "resume": resume_state(s.scaler, p.validated, len(self.spec.train))}
+        return training_payload(distributed.unwrap(s.model), self.cfg["model"], self.cfg, self.spec.class_names,
+                                self.colors, self.spec.decoder.describe(), {"mean": list(MEAN), "std": list(STD)},
+                                state)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _silent(*args, **kwargs) -> None:
+    """Progress and notes come from rank 0 only."""
+
+
+def build_model_for_run(root: Path, cfg: dict, n_classes: int, class_names: list[str], device: torch.device,
+                        ctx: distributed.Context, log) -> nn.Module:
+    """The network with its starting weights (ImageNet backbone or pretrained_net), on the device,
+    wrapped for DDP under torchrun."""
+    pretrained = cfg["pretrained_net"]
+    backbone_weights = None if pretrained else resolve_backbone_weights(cfg["model"], cfg["pretrained_backbone"], log)
+    model = build_model(cfg["model"], n_classes, cfg["aux_loss"], backbone_weights)
+    if pretrained:
+        path = from_root(pretrained, root)
+        ckpt = read_checkpoint(path)
+        load_weights(model, ckpt["model_state_dict"], str(path), log)
+        if ckpt.get("class_names") not in (None, class_names):
+            log(f"note: {path} was trained on classes {ckpt['class_names']}; this run uses {class_names}.")
+    model.to(device)
+    if cfg["channels_last"]:
+        model.to(memory_format=torch.channels_last)
+    return distributed.wrap(model, device, ctx, cfg["sync_bn"], log)
+
+
+def describe(root: Path, cfg: dict, spec: DataSpec, device: torch.device, ctx: distributed.Context, log) -> None:
+    for note in spec.notes:
+        log(note)
+    log(f"data: {root} ({spec.layout}); {len(spec.train)} training, {len(spec.valid)} validation images "
+        f"(validation: {spec.valid_source})")
+    log(f"labels: {spec.decoder.describe()}")
+    size = "native size" if cfg["image_size"] is None else "x".join(map(str, cfg["image_size"]))
+    log(f"model: {cfg['model']} for {len(spec.class_names)} classes ({', '.join(spec.class_names)}) on {device}; "
+        f"input {size}; {cfg['optimizer']} lr {cfg['lr']:g} ({cfg['lr_schedule']}), "
+        f"loss {cfg['loss_reduction']} over pixels")
+    if ctx.enabled:
+        log(f"distributed: {ctx.world_size} processes ({'NCCL' if device.type == 'cuda' else 'gloo'}); "
+            f"batch_size {cfg['batch_size']} per process, global batch {cfg['batch_size'] * ctx.world_size}")
+
+
+def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: str | None, log=print) -> TrainingRun:
+    """resume: None starts a new run; "" continues MODEL-<output_dir>/checkpoint.pth.tar; else the
+    checkpoint to continue. class_names stand in for a missing class_names.list (a preset's)."""
+    if cfg["threads"] is not None:
+        # With other busy processes on the cores, each parallel op waits for its slowest thread.
+        torch.set_num_threads(cfg["threads"])
+    seed_everything(cfg["seed"])
+    ckpt_path = checkpoint_to_resume(root, cfg, resume, log) if resume is not None else None
+    ckpt = read_resumable(ckpt_path, cfg) if ckpt_path is not None else None
+    spec = inspect_root(root, cfg, class_names)
+    device = select_device(cfg["device"], log)
+    ctx = distributed.init(device)
+    device = distributed.local_device(device, ctx)
+    log = log if ctx.is_main else _silent
+    # A resumed run's weights come from its checkpoint: fetch or load no others first.
+    build_cfg = cfg if ckpt is None else {**cfg, "pretrained_net": "", "pretrained_backbone": False}
+    model = build_model_for_run(root, build_cfg, len(spec.class_names), spec.class_names, device, ctx, log)
+    describe(root, cfg, spec, device, ctx, log)
+    if ckpt is not None:
+        check_compatible(ckpt, cfg, spec.class_names, ckpt_path, log)
+    workers = plan_workers(cfg, spec.sizes["train"], log)
+    if interrupt.requested():
+        raise interrupt.Stopped("stopped before training began; nothing was written.", interrupt.requested())
+    out_dir = ckpt_path.parent if ckpt is not None else (output_folder(root, cfg["output_dir"], log) if ctx.is_main else None)
+    log(f"outputs: {out_dir}")
+    optimizer = make_optimizer(model, cfg)
+    schedule = make_schedule(cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    scaler = make_scaler(cfg["amp"], device)
+    stepper = Stepper(model, make_criterion(cfg), optimizer, scheduler, scaler, device, len(spec.class_names),
+                      cfg["amp"], cfg["channels_last"], cfg["aux_loss"])
+    run = TrainingRun(root, cfg, spec, stepper, ctx, spec.class_colors or voc_colormap(len(spec.class_names)),
+                      out_dir, Progress(), workers, log)
+    if ckpt is not None:
+        continue_from(run, ckpt, ckpt_path, schedule)
+    return run
+
+
+def continue_from(run: TrainingRun, ckpt: dict, path: Path, schedule) -> None:
+    """Put a checkpoint's state back, and trim the run's folder to that moment."""
+    s = run.stepper
+    run.progress = restore(ckpt, s.model, s.optimizer, s.scheduler, s.scaler, run.cfg, schedule)
+    run.resumed_from = ckpt
+    run.start_iteration = run.progress.iteration
+    run.last_result = ckpt.get("valid_metrics")
+    if run.ctx.is_main:
+        p = run.progress
+        dropped = keep_rows_through(run.out_dir / "log.csv", p.iteration, p.validated == p.iteration)
+        remove_stale_temps(run.out_dir)
+        (run.out_dir / "visualization_viz").mkdir(exist_ok=True)
+        run.log(f"resuming {path} at iteration {p.iteration}/{run.cfg['max_iteration']}"
+                + (f"; dropped {dropped} log.csv row(s) written after that checkpoint" if dropped else ""))

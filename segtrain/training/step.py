@@ -1,0 +1,79 @@
+"""One training iteration: forward, loss, backward, optimizer and schedule step, and the batch's
+confusion matrix for its log.csv row."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from segtrain.errors import SegtrainError
+from segtrain.evaluation.inference import autocast, class_map
+from segtrain.evaluation.metrics import confusion_matrix
+from segtrain.runtime import distributed
+
+AUX_WEIGHT = 0.5  # torchvision references' weight for the auxiliary head
+
+
+class TrainingError(SegtrainError):
+    pass
+
+
+@dataclass
+class Stepper:
+    """What one step needs; `step` is the whole of it."""
+
+    model: nn.Module
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    n_classes: int
+    amp: bool = False
+    channels_last: bool = False
+    aux_loss: bool = False
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def step(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, confusion matrix) of the batch, both left on the device (no wait for a GPU)."""
+        if not self.model.training:  # train() walks every module: ~1 ms a step for LR-ASPP on the CPU
+            self.model.train()
+        images = images.to(self.device, non_blocking=True)
+        masks = masks.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.amp):
+            out = self.model(images)
+            loss = self.criterion(out["out"].float(), masks)
+            if self.aux_loss and out.get("aux") is not None:
+                loss = loss + AUX_WEIGHT * self.criterion(out["aux"].float(), masks)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        with torch.no_grad():
+            hist = confusion_matrix(masks, class_map(out["out"], 1), self.n_classes)
+        return loss.detach(), hist
+
+    def global_step(self, images, masks, iteration: int, ctx: distributed.Context) -> tuple[float, torch.Tensor]:
+        """A step whose loss and confusion matrix describe the global batch (summed over ranks);
+        a loss that is no longer finite stops the run before anything more is written."""
+        loss, hist = self.step(images, masks)
+        if ctx.enabled:
+            distributed.all_reduce_sum(hist, ctx)
+            loss = distributed.all_reduce_sum(loss.reshape(1).double(), ctx)[0] / ctx.world_size
+        value = float(loss)
+        if not math.isfinite(value):
+            raise TrainingError(
+                f"loss became {value} at iteration {iteration} (lr {self.lr:g}). Lower lr, or use "
+                "\"loss_reduction\": \"mean\"; checkpoints written so far are intact "
+                "(to continue from the last one with a lower lr: --resume --set lr=...)."
+            )
+        return value, hist
