@@ -87,6 +87,9 @@ class RunOutputs:
     def save_checkpoint(self, checkpoint: Callable[[], dict]) -> None:
         save_atomic(checkpoint(), self.checkpoint_path)
 
+    def done(self, best_mean_iu: float) -> None:
+        self.reporter.message(f"done: best valid mean_iu {best_mean_iu:.4f}; model in {self.out_dir / BEST_NAME}")
+
     def _draw(self, iteration: int, latest: Validation, viz: Path | None) -> None:
         try:
             curves = draw_curves(read_log(self.out_dir / "log.csv"), self.out_dir / "curves.png", self.out_dir.name)
@@ -120,6 +123,9 @@ class NoOutputs:
         pass
 
     def save_checkpoint(self, *args) -> None:
+        pass
+
+    def done(self, *args) -> None:
         pass
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ from segtrain.data.folder import too_large_to_train
 from segtrain.data.sampling import sample_position
 from segtrain.evaluation.metrics import scores
 from segtrain.evaluation.validation import validate
-from segtrain.outputs.checkpoints import BEST_NAME, CHECKPOINT_NAME
+from segtrain.outputs.checkpoints import CHECKPOINT_NAME
 from segtrain.outputs.run_outputs import NoOutputs, RunOutputs
 from segtrain.runtime import distributed, interrupt
 from segtrain.runtime.workers import batches_of
@@ -68,7 +68,7 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
             outputs.train_row(progress.iteration, progress.epoch, {**scores(hist), "loss": loss}, run.stepper.lr,
                               run.elapsed())
             progress.iteration += 1
-    run.log(f"done: best valid mean_iu {progress.best_mean_iu:.4f}; model in {run.out_dir / BEST_NAME}")
+        outputs.done(progress.best_mean_iu)
     return run.out_dir
 
 
