@@ -27,5 +27,5 @@ class OutputError(SegtrainError):
     def from_os(cls, path, error: OSError) -> "OutputError":
         return cls(
             f"{path}: cannot write ({error.strerror or error}). Free disk space, or make the output "
-            "folder writable; what was saved before is intact (resume with --resume)."
+            "folder writable; what was written there before is intact."
         )

@@ -201,7 +201,21 @@ def detect_decoder(
             )
         return LabelDecoder("threshold", names, threshold=threshold, ignore_index=ignore_index)
 
-    first_seen: dict[int, Path] = {}  # grey value -> a mask holding it, to name in errors
+    first_seen, saw_color = _sampled_values(label_paths)
+    if saw_color is not None:
+        if color_tuple is None:
+            raise DatasetError(
+                f"{saw_color}: a colour (RGB) mask, but there is no class_colors.list to map colours "
+                "to classes. Add class_colors.list with one 'R G B' line per class."
+            )
+        return LabelDecoder("color", names, lossy=lossy, colors=color_tuple, ignore_index=ignore_index)
+    return _grey_decoder(names, first_seen, color_tuple, lossy, ignore_index)
+
+
+def _sampled_values(label_paths: list[Path]) -> tuple[dict[int, Path], Path | None]:
+    """Each grey value in a sample of the masks, with a mask holding it (to name in errors), and
+    a colour mask when the sample has one."""
+    first_seen: dict[int, Path] = {}
     saw_color = None
     for path in _sample(label_paths, DETECTION_SAMPLE):
         raw = read_mask(path)
@@ -210,15 +224,14 @@ def detect_decoder(
         else:
             for v in np.unique(raw):
                 first_seen.setdefault(int(v), path)
-    grey_values = set(first_seen)
-    if saw_color is not None:
-        if color_tuple is None:
-            raise DatasetError(
-                f"{saw_color}: a colour (RGB) mask, but there is no class_colors.list to map colours "
-                "to classes. Add class_colors.list with one 'R G B' line per class."
-            )
-        return LabelDecoder("color", names, lossy=lossy, colors=color_tuple, ignore_index=ignore_index)
+    return first_seen, saw_color
 
+
+def _grey_decoder(names: tuple[str, ...], first_seen: dict[int, Path], color_tuple, lossy: bool,
+                  ignore_index: int | None) -> LabelDecoder:
+    """The encoding of grey masks holding the values in first_seen."""
+    n = len(names)
+    grey_values = set(first_seen)
     allowed_extra = {ignore_index} if ignore_index is not None else set()
     if grey_values <= set(range(n)) | allowed_extra:
         return LabelDecoder("index", names, lossy=lossy, ignore_index=ignore_index)

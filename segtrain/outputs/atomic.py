@@ -40,18 +40,25 @@ def _underlying(error: BaseException) -> BaseException:
 
 
 @contextlib.contextmanager
-def atomic_open(path: Path, mode: str = "wb"):
+def atomic_path(path: Path, durable: bool = True):
+    """A temporary path beside `path` for a writer that wants a file name (an exporter, a plotter);
+    renamed over `path` when the block succeeds, removed when it fails. durable=False skips the
+    fsync, for outputs that are cheap to redo (an fsync per predicted mask costs more than it saves)."""
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        os.fchmod(fd, FILE_MODE)
+        os.close(fd)
     except OSError as e:
         raise OutputError.from_os(path, e) from None
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
-            os.fchmod(fd, FILE_MODE)
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
     except BaseException as e:
         if os.path.exists(tmp):
@@ -62,6 +69,14 @@ def atomic_open(path: Path, mode: str = "wb"):
         if cause is not e:
             raise cause from None
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path, mode: str = "wb", durable: bool = True):
+    """A file object to write `path` through atomic_path: text modes are UTF-8."""
+    with atomic_path(path, durable) as tmp:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
+            yield f
 
 
 def remove_stale_temps(folder: Path) -> int:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from segtrain.errors import SegtrainError
+from segtrain.outputs.atomic import atomic_path
 from segtrain.use.predict import cannot_write, output_file
 
 PANELS = (("loss", "loss"), ("mean_iu", "mean IoU"), ("acc", "pixel accuracy"))
@@ -99,14 +99,10 @@ def draw_curves(log: dict[str, dict[str, np.ndarray]], out: Path, title: str = "
     if title:
         fig.suptitle(title)
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    try:
-        fig.savefig(tmp)
-        tmp.replace(out)  # a viewer or the report never reads a half-written picture
-    except OSError:  # the caller decides: training goes on, `segtrain plot` stops with one line
-        if os.path.lexists(tmp):
-            tmp.unlink()
-        raise
+    # A viewer or the report never reads a half-written picture. A failure is an OutputError: the
+    # caller decides what it means (training goes on, `segtrain plot` stops with one line).
+    with atomic_path(out, durable=False) as tmp:
+        fig.savefig(tmp, format="png")
     return out
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from segtrain import __version__
+from segtrain.outputs.atomic import atomic_open
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1150px;
@@ -185,7 +186,6 @@ def build_report(data: ReportData) -> str:
 
 def write_report(path: Path, data: ReportData) -> Path:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(build_report(data), encoding="utf-8")
-    tmp.replace(path)  # a browser reloading the page never sees half a file
+    with atomic_open(path, "w", durable=False) as f:  # a browser reloading the page never sees half a file
+        f.write(build_report(data))
     return path

@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from segtrain.data.folder import DataSpec, SegmentationDataset
+from segtrain.errors import OutputError
 from segtrain.outputs.checkpoints import BEST_NAME, CHECKPOINT_NAME, save_atomic
 from segtrain.outputs.curves import draw_curves, read_log
 from segtrain.outputs.logcsv import LogWriter
@@ -98,10 +99,9 @@ class RunOutputs:
                 class_colors=self.colors, dataset=dataset_summary(self.spec), iteration=iteration,
                 max_iteration=self.cfg["max_iteration"], best=self.best, latest=latest, curves_png=curves,
                 visualization=viz))
-        except OSError as e:
+        except (OSError, OutputError) as e:
             if not self.drawing_failed:  # say it once, not at every validation of a long run
-                self.log(f"note: could not write curves.png/report.html in {self.out_dir} ({e.strerror}); "
-                         "training goes on.")
+                self.log(f"note: could not write curves.png/report.html ({e}); training goes on.")
                 self.drawing_failed = True
 
     def close(self) -> None:

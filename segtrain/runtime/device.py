@@ -8,11 +8,12 @@ import torch
 from segtrain.errors import ConfigError
 
 
-def select_device(wanted: str, log=print) -> torch.device:
+def select_device(wanted: str, log=print, doing: str = "training") -> torch.device:
+    """The device for `wanted` (a config's "device"); `doing` names the work in the note."""
     if wanted == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if wanted.startswith("cuda") and not torch.cuda.is_available():
-        log(f"note: device {wanted!r} asked for, but no CUDA GPU is visible; running on the CPU.")
+        log(f"note: device {wanted!r} asked for, but no CUDA GPU is visible; {doing} on the CPU.")
         return torch.device("cpu")
     if wanted.startswith("cuda:") and int(wanted[5:]) >= torch.cuda.device_count():
         raise ConfigError(

@@ -78,7 +78,7 @@ def load_trained(path: Path, device: str = "auto", log=print) -> TrainedModel:
         first = str(e).strip().splitlines()[1].strip() if "\n" in str(e) else str(e)
         raise CheckpointError(f"{path}: its weights do not fit {arch} with {len(names)} classes ({first}). "
                               "The file is damaged or was edited; use the run's checkpoint as written.") from None
-    target = select_device(device, log)
+    target = select_device(device, log, doing="running")
     model.to(target).eval()
     if cfg["channels_last"]:
         model.to(memory_format=torch.channels_last)
