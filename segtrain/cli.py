@@ -1,4 +1,8 @@
-"""Command line: a thin layer that parses arguments and calls the modules that do the work."""
+"""Command line: parses the arguments and calls the command (commands.py) through one table.
+
+Also the container's entry point: the original tool's form (`--config config.list --image_type
+waggle_cloud`, data at /data) is recognised by its leading option.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +11,11 @@ import sys
 import traceback
 from pathlib import Path
 
-from segtrain import __version__
-from segtrain.runtime import interrupt
-from segtrain.config.load import MISSING_CONFIG_HINT, describe_keys, load_config
+from segtrain import __version__, commands
+from segtrain.config.load import describe_keys
 from segtrain.data.download import DATASETS
-from segtrain.errors import ConfigError, SegtrainError
-
-DEMO_CONFIG = {
-    "model": "fcn_resnet18",
-    "image_size": 64,
-    "batch_size": 8,
-    "max_iteration": 150,
-    "interval_validate": 50,
-    "lr": 0.02,
-    "pretrained_backbone": False,
-    "n_workers": 0,
-    "log_interval": 10,
-    "output_dir": "demo",
-}
+from segtrain.errors import SegtrainError, user_message
+from segtrain.runtime import interrupt
 
 EPILOG_TRAIN = """examples:
   segtrain train ~/clouds                          # ~/clouds/config.list if present, else defaults
@@ -81,79 +72,9 @@ EPILOG_EXPORT = """examples:
   segtrain export --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --format torchscript --out cloud.pt
 """
 
+EPILOG_CHECK = "example:\n  segtrain check ~/clouds   # counts, sizes, label encoding, pixel share per class, problems"
 
-def _run_config(root: Path, config: Path | None, overrides: list[str], image_type: str,
-                missing_hint: str = MISSING_CONFIG_HINT):
-    """The resolved config and the preset's class names (None when the folder has its own)."""
-    from segtrain.config.presets import preset
-
-    class_names, preset_defaults = preset(image_type)
-    cfg_path = config
-    if cfg_path is not None and not cfg_path.is_absolute() and not cfg_path.exists():
-        cfg_path = root / cfg_path  # the original container looked config.list up in the data folder
-    cfg = load_config(root, cfg_path, overrides, preset_defaults, missing_hint)
-    if class_names is not None and (root / "class_names.list").is_file():
-        class_names = None  # the folder's own list wins over the preset's
-    return cfg, class_names
-
-
-def _train_command(root: Path, config: Path | None, overrides: list[str], image_type: str,
-                   resume: str | None = None, stop_after: int | None = None,
-                   missing_hint: str = MISSING_CONFIG_HINT) -> int:
-    with interrupt.graceful_stop():  # before any heavy set-up (torch import, reading the data)
-        cfg, class_names = _run_config(root, config, overrides, image_type, missing_hint)
-        if cfg["mode"] == "test":  # the original's test mode: predict (and evaluate) with pretrained_net
-            from segtrain.use.testmode import run_test
-
-            run_test(root, cfg)
-            return 0
-        from segtrain.training.loop import train
-
-        train(root, cfg, class_names=class_names, resume=resume, stop_after=stop_after)
-    return 0
-
-
-def _evaluate_command(args) -> int:
-    from segtrain.use.evaluate import evaluate, format_table, write_json
-    from segtrain.use.predict import output_file
-
-    if args.json is not None:
-        output_file(args.json, "--json")  # before the evaluation, which may take long
-    checkpoint = args.checkpoint
-    if not checkpoint.exists() and not checkpoint.is_absolute() and (args.root / checkpoint).exists():
-        checkpoint = args.root / checkpoint
-    numbers = evaluate(args.root, checkpoint, args.split, args.device)
-    print(format_table(numbers))
-    if args.json is not None:
-        write_json(numbers, args.json)
-        print(f"numbers written to {args.json}")
-    return 0
-
-
-def _predict_command(args) -> int:
-    from segtrain.use.predict import predict
-
-    predict(args.input, args.checkpoint, args.out, overlay_jpeg=args.overlay, tile=args.tile, overlap=args.overlap,
-            recursive=args.recursive, batch_size=args.batch_size, device=args.device)
-    return 0
-
-
-def _export_command(args) -> int:
-    from segtrain.use.export import export
-
-    export(args.checkpoint, args.format, args.out, args.size, args.verify_on)
-    return 0
-
-
-COMMANDS = {"evaluate": _evaluate_command, "predict": _predict_command, "export": _export_command}
-
-
-def _check_command(root: Path, config: Path | None, overrides: list[str], image_type: str) -> int:
-    cfg, class_names = _run_config(root, config, overrides, image_type)
-    from segtrain.data.check import check_folder
-
-    check_folder(root, cfg, class_names)
-    return 0
+EPILOG_DEMO = "example:\n  segtrain demo ./demo   # then open ./demo/MODEL-demo/"
 
 
 def _positive_int(text: str) -> int:
@@ -162,52 +83,28 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
-def _add_resume_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT",
-                        help="continue a run from its checkpoint (default: ROOT/MODEL-<output_dir>/checkpoint.pth.tar), "
-                        "in the same folder, appending to its log.csv")
-    parser.add_argument("--stop-after", "--stop_after", type=_positive_int, default=None, metavar="K",
-                        help="train K iterations in this invocation, save a checkpoint and exit 0 (continue with --resume)")
-
-
-def default_data_root() -> Path:
-    """The original README mounted data at /data, its code read /storage; else the current folder."""
-    for candidate in (Path("/data"), Path("/storage")):
-        if candidate.is_dir():
-            return candidate
-    return Path.cwd()
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="segtrain",
-        description="Train semantic segmentation models on your own folder of images and masks.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=EPILOG_MAIN,
-    )
-    parser.add_argument("--version", action="version", version=f"segtrain {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    sub = parser.add_subparsers(dest="command")
-
-    p = sub.add_parser("train", help="train a model on a data folder", epilog=EPILOG_TRAIN,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+def _config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("root", type=Path, help="data folder with train/ and class_names.list")
     p.add_argument("--config", type=Path, help="config file (default: ROOT/config.list when present)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (value parsed as JSON where it parses); repeatable")
     p.add_argument("--image_type", "--image-type", default="auto", help="dataset preset: auto or waggle_cloud")
-    _add_resume_options(p)
 
-    p = sub.add_parser("check", help="check a data folder and its config without training; print a dataset report",
-                       epilog="example:\n  segtrain check ~/clouds   # counts, sizes, label encoding, pixel share per class, problems",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("root", type=Path, help="data folder with train/ and class_names.list")
-    p.add_argument("--config", type=Path, help="config file (default: ROOT/config.list when present)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--image_type", "--image-type", default="auto", help="dataset preset: auto or waggle_cloud")
 
-    p = sub.add_parser("evaluate", help="score a trained model on labelled images", epilog=EPILOG_EVALUATE,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+def _resume_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT",
+                   help="continue a run from its checkpoint (default: ROOT/MODEL-<output_dir>/checkpoint.pth.tar), "
+                   "in the same folder, appending to its log.csv")
+    p.add_argument("--stop-after", "--stop_after", type=_positive_int, default=None, metavar="K",
+                   help="train K iterations in this invocation, save a checkpoint and exit 0 (continue with --resume)")
+
+
+def _train_arguments(p: argparse.ArgumentParser) -> None:
+    _config_arguments(p)
+    _resume_arguments(p)
+
+
+def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("root", type=Path, help="data folder (as for train)")
     p.add_argument("--checkpoint", type=Path, required=True, help="model_best.pth.tar or checkpoint.pth.tar of a run")
     p.add_argument("--split", default="valid",
@@ -215,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
 
-    p = sub.add_parser("predict", help="write class masks (and overlays, class fractions) for images",
-                       epilog=EPILOG_PREDICT, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def _predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", type=Path, help="an image or a folder of images")
     p.add_argument("--checkpoint", type=Path, required=True, help="a segtrain checkpoint or an exported .onnx file")
     p.add_argument("--out", type=Path, required=True, help="output folder: NAME.png masks and summary.csv")
@@ -227,8 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="images per batch (default: the training batch size)")
     p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N' (checkpoints only)")
 
-    p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript for edge devices",
-                       epilog=EPILOG_EXPORT, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def _export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, required=True, help="model_best.pth.tar or checkpoint.pth.tar of a run")
     p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
     p.add_argument("--out", type=Path, required=True, help="file to write (.onnx or .pt)")
@@ -237,98 +134,105 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-on", type=Path, help="images (file or folder) to verify on besides random inputs "
                    "(default: synthetic sky images)")
 
-    p = sub.add_parser("init", help="inspect a data folder and write a starter config.list and class_names.list",
-                       epilog=EPILOG_INIT, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("root", type=Path, help="data folder with train/images + train/labels (or images/ + labels/)")
 
-    p = sub.add_parser("download", help="download an example dataset and arrange it for training",
-                       epilog=EPILOG_DOWNLOAD, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _download_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", choices=sorted(DATASETS), help="dataset name")
     p.add_argument("dest", type=Path, help="folder to create the dataset in")
     p.add_argument("--url", help="download from this URL instead of the published one (a mirror)")
     p.add_argument("--archive", type=Path, help="use this already-downloaded archive instead of downloading")
 
-    p = sub.add_parser("plot", help="draw curves.png (loss, mean IoU, accuracy) from a log.csv",
-                       epilog=EPILOG_PLOT, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def _plot_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("log", type=Path, help="a log.csv written by segtrain or the original tool")
     p.add_argument("--out", type=Path, help="picture to write (default: curves.png next to the log)")
 
-    p = sub.add_parser("demo", help="make a small synthetic sky/cloud folder and train on it (a few minutes on a CPU)",
-                       epilog="example:\n  segtrain demo ./demo   # then open ./demo/MODEL-demo/",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", type=Path, nargs="?", default=Path("demo"), help="folder to create (default: ./demo)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+
+def _predict(a) -> None:
+    from segtrain.use.predict import predict
+
+    predict(a.input, a.checkpoint, a.out, overlay_jpeg=a.overlay, tile=a.tile, overlap=a.overlap,
+            recursive=a.recursive, batch_size=a.batch_size, device=a.device)
+
+
+def _export(a) -> None:
+    from segtrain.use.export import export
+
+    export(a.checkpoint, a.format, a.out, a.size, a.verify_on)
+
+
+def _download(a) -> None:
+    from segtrain.data.download import download
+
+    download(a.name, a.dest, url=a.url, archive=a.archive)
+
+
+# name: (help, epilog, adds its arguments, runs it with the parsed arguments)
+COMMANDS = {
+    "train": ("train a model on a data folder", EPILOG_TRAIN, _train_arguments,
+              lambda a: commands.train(a.root, a.config, a.overrides, a.image_type, a.resume, a.stop_after)),
+    "check": ("check a data folder and its config without training; print a dataset report", EPILOG_CHECK,
+              _config_arguments, lambda a: commands.check(a.root, a.config, a.overrides, a.image_type)),
+    "evaluate": ("score a trained model on labelled images", EPILOG_EVALUATE, _evaluate_arguments,
+                 lambda a: commands.evaluate(a.root, a.checkpoint, a.split, a.device, a.json)),
+    "predict": ("write class masks (and overlays, class fractions) for images", EPILOG_PREDICT, _predict_arguments,
+                _predict),
+    "export": ("export a checkpoint to ONNX or TorchScript for edge devices", EPILOG_EXPORT, _export_arguments,
+               _export),
+    "init": ("inspect a data folder and write a starter config.list and class_names.list", EPILOG_INIT,
+             lambda p: p.add_argument("root", type=Path, help="data folder with train/images + train/labels "
+                                      "(or images/ + labels/)"),
+             lambda a: commands.init(a.root)),
+    "download": ("download an example dataset and arrange it for training", EPILOG_DOWNLOAD, _download_arguments,
+                 _download),
+    "plot": ("draw curves.png (loss, mean IoU, accuracy) from a log.csv", EPILOG_PLOT, _plot_arguments,
+             lambda a: commands.plot(a.log, a.out)),
+    "demo": ("make a small synthetic sky/cloud folder and train on it (a few minutes on a CPU)", EPILOG_DEMO,
+             _demo_arguments, lambda a: commands.demo(a.out, a.overrides)),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="segtrain", description="Train semantic segmentation models on your own folder of images and masks.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_MAIN,
+    )
+    parser.add_argument("--version", action="version", version=f"segtrain {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command")
+    for name, (help_text, epilog, add_arguments, _) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_text, epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter))
     return parser
 
 
-def build_legacy_parser() -> argparse.ArgumentParser:
+def build_container_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segtrain", description="The original container's form: train on the data folder.")
     parser.add_argument("--config", type=Path, default=Path("config.list"), help="relative paths are looked up in the data folder")
     parser.add_argument("--image_type", "--image-type", default="auto")
     parser.add_argument("--data", type=Path, default=None, help="data folder (default: /data, else /storage, else .)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--debug", action="store_true")
-    _add_resume_options(parser)
+    _resume_arguments(parser)
     return parser
 
 
 def run(argv: list[str]) -> int:
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version", "--debug"):
-        args = build_legacy_parser().parse_args(argv)
-        root = args.data if args.data is not None else default_data_root()
-        # This form has no ROOT argument and always reads a config: advice names its own flags.
-        where = ("given by --data" if args.data is not None
-                 else "here the current folder, as no /data or /storage is mounted: mount your data at /data or pass --data")
-        if not root.is_dir():
-            raise ConfigError(f"--data {root}: data folder not found. Pass --data with the folder that holds "
-                              "train/ and config.list.")
-        config = args.config if args.config.is_absolute() else root / args.config
-        hint = f" in the data folder ({where}), or pass --config with the path of your config file"
-        return _train_command(root, config, args.overrides, args.image_type, args.resume, args.stop_after, hint)
-
+        a = build_container_parser().parse_args(argv)
+        commands.train_in_container(a.data, a.config, a.overrides, a.image_type, a.resume, a.stop_after)
+        return 0
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command == "train":
-        return _train_command(args.root, args.config, args.overrides, args.image_type, args.resume, args.stop_after)
-    if args.command in COMMANDS:
-        return COMMANDS[args.command](args)
-    if args.command == "check":
-        return _check_command(args.root, args.config, args.overrides, args.image_type)
-    if args.command == "init":
-        from segtrain.data.starter import plan, write_starter
-
-        write_starter(plan(args.root))
-        return 0
-    if args.command == "download":
-        from segtrain.data.download import download
-
-        download(args.name, args.dest, url=args.url, archive=args.archive)
-        return 0
-    if args.command == "plot":
-        from segtrain.outputs.curves import plot_log
-
-        print(f"wrote {plot_log(args.log, args.out)}")
-        return 0
-    if args.command == "demo":
-        from segtrain.data.synthetic import write_sky_folder
-
-        if not (args.out / "class_names.list").is_file():
-            write_sky_folder(args.out, config=DEMO_CONFIG)
-            print(f"made a synthetic sky/cloud dataset in {args.out}")
-        return _train_command(args.out, None, args.overrides, "auto")
-    parser.error(f"unknown command {args.command}")
-    return 2
-
-
-def _user_message(error: BaseException) -> str:
-    text = str(error)
-    if "Original Traceback" in text:  # raised in a DataLoader worker: keep the original message
-        last = text.strip().splitlines()[-1]
-        text = last.split(": ", 1)[1] if ": " in last else last
-    return text
+    COMMANDS[args.command][3](args)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -339,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     except SegtrainError as e:
         if debug:
             traceback.print_exc()
-        print(f"error: {_user_message(e)}", file=sys.stderr)
+        print(f"error: {user_message(e)}", file=sys.stderr)
         return 1
     except interrupt.StopNow as e:
         print(f"{e} The last checkpoint saved is intact; continue with --resume.", file=sys.stderr)

@@ -29,3 +29,13 @@ class OutputError(SegtrainError):
             f"{path}: cannot write ({error.strerror or error}). Free disk space, or make the output "
             "folder writable; what was written there before is intact."
         )
+
+
+def user_message(error: BaseException) -> str:
+    """The one line to print for an error; one raised in a DataLoader worker arrives wrapped in
+    torch's report of the worker's traceback, whose last line holds the original message."""
+    text = str(error)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text

@@ -327,3 +327,18 @@ def load_config(root: Path, config_path: Path | None, overrides: list[str] | Non
 
 def describe_keys() -> str:
     return "\n".join(f"  {key:20s} default {default!r:10s} {meaning}" for key, (default, meaning) in KEYS.items())
+
+
+def run_config(root: Path, config: Path | None, overrides: list[str], image_type: str = "auto",
+               missing_hint: str = MISSING_CONFIG_HINT) -> tuple[dict[str, Any], list[str] | None]:
+    """The resolved config of a command on ROOT, and the preset's class names (None when the
+    folder has its own class_names.list, which wins). --config is looked up as typed, then in ROOT."""
+    from segtrain.config.presets import preset
+    from segtrain.paths import from_command_line
+
+    class_names, preset_defaults = preset(image_type)
+    cfg = load_config(root, None if config is None else from_command_line(config, root), overrides, preset_defaults,
+                      missing_hint)
+    if class_names is not None and (root / "class_names.list").is_file():
+        class_names = None
+    return cfg, class_names

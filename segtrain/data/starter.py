@@ -150,7 +150,7 @@ STARTER_FILES = ("class_names.list", "class_colors.list", "config.list")
 
 def _write_new(path: Path, text: str) -> bool:
     """Create path with text; False (and nothing written) when it already exists."""
-    from segtrain.use.predict import cannot_write
+    from segtrain.paths import cannot_write
 
     try:
         with open(path, "x", encoding="utf-8") as f:

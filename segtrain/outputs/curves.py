@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from segtrain.errors import SegtrainError
 from segtrain.outputs.atomic import atomic_path
-from segtrain.use.predict import cannot_write, output_file
+from segtrain.paths import cannot_write, output_file
 
 PANELS = (("loss", "loss"), ("mean_iu", "mean IoU"), ("acc", "pixel accuracy"))
 TRAIN_COLOR, VALID_COLOR = "#1f77b4", "#d62728"

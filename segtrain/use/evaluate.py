@@ -12,7 +12,7 @@ from segtrain.data.classes import read_class_colors, read_class_names
 from segtrain.data.folder import check_sizes, find_pairs, inspect_root
 from segtrain.errors import DatasetError
 from segtrain.data.labels import detect_decoder
-from segtrain.use.predict import write_atomic
+from segtrain.outputs.atomic import atomic_open
 from segtrain.use.trained import TrainedModel, load_trained
 from segtrain.evaluation.validation import make_eval_loader, validate
 from segtrain.training.optimization import make_criterion
@@ -100,4 +100,5 @@ def format_table(numbers: dict) -> str:
 
 
 def write_json(numbers: dict, path: Path) -> None:
-    write_atomic(Path(path), lambda f: f.write((json.dumps(numbers, indent=2) + "\n").encode("utf-8")))
+    with atomic_open(Path(path), "w") as f:
+        f.write(json.dumps(numbers, indent=2) + "\n")

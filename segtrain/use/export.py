@@ -22,7 +22,7 @@ from segtrain.data.folder import eval_input
 from segtrain.errors import SegtrainError
 from segtrain.data.images import IMAGE_SUFFIXES, read_image
 from segtrain.use.onnx_predictor import METADATA_KEY
-from segtrain.use.predict import cannot_write, output_file
+from segtrain.paths import cannot_write, output_file
 from segtrain.use.trained import TrainedModel, load_trained
 from segtrain.data.transforms import eval_transform
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,6 +16,8 @@ import numpy as np
 from PIL import Image
 
 from segtrain.errors import ConfigError, DatasetError, OutputError
+from segtrain.outputs.atomic import atomic_open
+from segtrain.paths import cannot_write, output_file, output_folder
 from segtrain.data.images import IMAGE_SUFFIXES, list_images, read_image
 from segtrain.outputs.visualize import colorize, overlay
 
@@ -69,58 +69,15 @@ def overlay_path(out_dir: Path, rel: Path) -> Path:
     return out_dir / rel.parent / f"{rel.stem}_overlay.jpg"
 
 
-def cannot_write(path: Path, error: OSError) -> OutputError:
-    return OutputError(f"{path}: cannot write ({error.strerror or error}). Remove or rename what is in the way, "
-                       "choose another output path, or free disk space or make its folder writable.")
-
-
-def _file_above(path: Path) -> Path | None:
-    """The nearest existing path above `path` when it is a file, not a folder (nothing can be created below it)."""
-    for parent in path.parents:
-        if os.path.lexists(parent):
-            return None if parent.is_dir() else parent
-    return None
-
-
-def output_file(path: Path, option: str) -> Path:
-    """Refuse, before any work, a path for an output file that is a folder or lies below a file."""
-    path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"{option} {path}: is a folder; give the path of a file to write.")
-    above = _file_above(path)
-    if above is not None:
-        raise OutputError(f"{option} {path}: {above} is a file, not a folder; choose a path in a folder.")
-    return path
-
-
-def output_folder(path: Path, option: str) -> Path:
-    """Refuse, before any work, a path for an output folder that is a file or lies below one."""
-    path = Path(path)
-    if os.path.lexists(path) and not path.is_dir():
-        raise OutputError(f"{option} {path}: is a file, not a folder; give a folder (created when missing).")
-    above = _file_above(path)
-    if above is not None:
-        raise OutputError(f"{option} {path}: {above} is a file, not a folder; choose a path in a folder.")
-    return path
-
-
 def write_atomic(path: Path, write) -> None:
-    """write(binary file), to a temp file renamed into place: an interrupted run leaves no half file."""
+    """write(binary file) into path, its folder made when missing; an interrupted run leaves no
+    half file. No fsync per mask: a crash costs the masks of that moment, which a rerun redoes."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise cannot_write(path, e) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise cannot_write(path, e) from None
-        raise
+    with atomic_open(path, durable=False) as f:
+        write(f)
 
 
 def mask_image(mask: np.ndarray, colors: list[list[int]]) -> Image.Image:
