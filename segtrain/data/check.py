@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from segtrain.outputs.checkpoints import read_checkpoint
-from segtrain.data.folder import DataSpec, SegmentationDataset, inspect_root
+from segtrain.data.folder import DataSpec, SegmentationDataset, check_batchable, inspect_root
 from segtrain.errors import DatasetError, SegtrainError
 from segtrain.data.labels import IGNORE
 from segtrain.runtime.device import select_device
@@ -54,6 +54,7 @@ def check_folder(root: Path, cfg: dict, class_names: list[str] | None = None, lo
     """Print the report; raises DatasetError when problems were found (or inspection fails)."""
     root = Path(root)
     spec = inspect_root(root, cfg, class_names)
+    check_batchable(spec, cfg["image_size"], cfg["batch_size"])
     splits = {"train": spec.train, "valid": spec.valid}
     log(f"data: {root} ({spec.layout}); validation: {spec.valid_source}")
     log(f"classes: {len(spec.class_names)} ({', '.join(spec.class_names)})")

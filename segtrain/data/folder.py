@@ -163,7 +163,8 @@ def find_splits(root: Path, notes: list[str]) -> tuple[str, list[Pair], list[Pai
 
 
 def inspect_root(root: Path, cfg: dict, class_names: list[str] | None = None) -> DataSpec:
-    """Find and check the data under ROOT (sizes from headers; mask encoding from a sample)."""
+    """Find and check the data under ROOT (sizes from headers; mask encoding from a sample). Reads
+    the config's data keys: valid_fraction, seed, ignore_index, label_threshold."""
     root = Path(root)
     notes: list[str] = []
     layout, train, valid = find_splits(root, notes)
@@ -179,18 +180,22 @@ def inspect_root(root: Path, cfg: dict, class_names: list[str] | None = None) ->
         [p.label for p in train + valid], names, colors, cfg["ignore_index"], cfg["label_threshold"]
     )
     sizes = {"train": check_sizes(train), "valid": check_sizes(valid)}
-    if cfg["image_size"] is None and len(sizes["train"]) > 1 and cfg["batch_size"] > 1:
-        shown = ", ".join(f"{w}x{h}" for h, w in sorted(sizes["train"])[:4])
+    return DataSpec(root, layout, names, colors, decoder, train, valid, valid_source, sizes, notes)
+
+
+def check_batchable(spec: DataSpec, image_size: list[int] | None, batch_size: int) -> None:
+    """Training's own demands on the data: full batches of images that share a size."""
+    if image_size is None and len(spec.sizes["train"]) > 1 and batch_size > 1:
+        shown = ", ".join(f"{w}x{h}" for h, w in sorted(spec.sizes["train"])[:4])
         raise DatasetError(
             f"training images have different sizes ({shown}) and image_size is null (native size), so they "
             'cannot be batched. Set "image_size" in config.list (e.g. 256) or "batch_size": 1.'
         )
-    if cfg["batch_size"] > len(train):
+    if batch_size > len(spec.train):
         raise DatasetError(
-            f"batch_size is {cfg['batch_size']} but there are only {len(train)} training images. "
-            f'Set "batch_size" to at most {len(train)} in config.list.'
+            f"batch_size is {batch_size} but there are only {len(spec.train)} training images. "
+            f'Set "batch_size" to at most {len(spec.train)} in config.list.'
         )
-    return DataSpec(root, layout, names, colors, decoder, train, valid, valid_source, sizes, notes)
 
 
 def eval_input(image: np.ndarray, transform) -> torch.Tensor:

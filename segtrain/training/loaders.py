@@ -13,16 +13,16 @@ from segtrain.evaluation.validation import make_eval_loader
 from segtrain.runtime import distributed, interrupt
 
 
-def make_loaders(spec: DataSpec, cfg: dict, device: torch.device, start_epoch=0, start_batch=0,
+def make_loaders(spec: DataSpec, cfg: dict, device: torch.device, workers: int, start_epoch=0, start_batch=0,
                  ctx: distributed.Context = distributed.Context(), log=print):
-    """(training loader, its batch sampler, validation loader); cfg["n_workers"] is the planned count."""
-    workers = cfg["n_workers"]
+    """(training loader, its batch sampler, validation loader); `workers` is the planned count
+    (runtime/workers.py), not the config's wish."""
     train_set = SegmentationDataset(
         spec.train, spec.decoder, train_transform(cfg["image_size"], cfg["augment"]), train=True,
         seed=cfg["seed"] if cfg["augment"] else None
     )
     valid_loader = make_eval_loader(spec.valid, spec.decoder, spec.sizes["valid"], cfg["image_size"],
-                                    cfg["batch_size"], cfg["n_workers"], device, ctx)
+                                    cfg["batch_size"], workers, device, ctx)
     valid_set = valid_loader.dataset
     if cfg["cache_mb"] > 0:  # before any worker forks, so workers share the decoded arrays
         cached, total, used = fill_cache([train_set, valid_set], cfg["cache_mb"])

@@ -46,8 +46,8 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
         cleanup.enter_context(explain_out_of_memory(run))  # exits last: sees the error after clean-up
         cleanup.callback(distributed.shutdown, run.ctx)
         position = sample_position(progress.iteration, len(run.spec.train), cfg["batch_size"], run.ctx.world_size)
-        train_loader, sampler, valid_loader = make_loaders(run.spec, {**cfg, "n_workers": run.workers},
-                                                           run.stepper.device, *position, ctx=run.ctx, log=run.log)
+        train_loader, sampler, valid_loader = make_loaders(run.spec, cfg, run.stepper.device, run.workers, *position,
+                                                           ctx=run.ctx, log=run.log)
         batches = cleanup.enter_context(batches_of(train_loader))
         if run.resumed_from is not None:  # after the loader drew its seed, as the first run's had before
             restore_rng(run.resumed_from["resume"]["rng"])

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from segtrain.data.classes import voc_colormap
-from segtrain.data.folder import DataSpec, inspect_root
+from segtrain.data.folder import DataSpec, check_batchable, inspect_root
 from segtrain.data.transforms import MEAN, STD
 from segtrain.models.registry import build_model, resolve_backbone_weights
 from segtrain.outputs.atomic import remove_stale_temps
@@ -82,12 +82,12 @@ def _silent(*args, **kwargs) -> None:
     """Progress and notes come from rank 0 only."""
 
 
-def build_model_for_run(root: Path, cfg: dict, n_classes: int, class_names: list[str], device: torch.device,
-                        ctx: distributed.Context, log) -> nn.Module:
-    """The network with its starting weights (ImageNet backbone or pretrained_net), on the device,
-    wrapped for DDP under torchrun."""
-    pretrained = cfg["pretrained_net"]
-    backbone_weights = None if pretrained else resolve_backbone_weights(cfg["model"], cfg["pretrained_backbone"], log)
+def build_model_for_run(root: Path, cfg: dict, class_names: list[str], device: torch.device,
+                        ctx: distributed.Context, log, pretrained: str, pretrained_backbone: bool | None) -> nn.Module:
+    """The network with its starting weights (ImageNet backbone, or the checkpoint `pretrained`),
+    on the device, wrapped for DDP under torchrun."""
+    n_classes = len(class_names)
+    backbone_weights = None if pretrained else resolve_backbone_weights(cfg["model"], pretrained_backbone, log)
     model = build_model(cfg["model"], n_classes, cfg["aux_loss"], backbone_weights)
     if pretrained:
         path = from_root(pretrained, root)
@@ -126,13 +126,15 @@ def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: st
     ckpt_path = checkpoint_to_resume(root, cfg, resume, log) if resume is not None else None
     ckpt = read_resumable(ckpt_path, cfg) if ckpt_path is not None else None
     spec = inspect_root(root, cfg, class_names)
+    check_batchable(spec, cfg["image_size"], cfg["batch_size"])
     device = select_device(cfg["device"], log)
     ctx = distributed.init(device)
     device = distributed.local_device(device, ctx)
     log = log if ctx.is_main else _silent
     # A resumed run's weights come from its checkpoint: fetch or load no others first.
-    build_cfg = cfg if ckpt is None else {**cfg, "pretrained_net": "", "pretrained_backbone": False}
-    model = build_model_for_run(root, build_cfg, len(spec.class_names), spec.class_names, device, ctx, log)
+    fresh = ckpt is None
+    model = build_model_for_run(root, cfg, spec.class_names, device, ctx, log, cfg["pretrained_net"] if fresh else "",
+                                cfg["pretrained_backbone"] if fresh else False)
     describe(root, cfg, spec, device, ctx, log)
     if ckpt is not None:
         check_compatible(ckpt, cfg, spec.class_names, ckpt_path, log)

@@ -22,7 +22,7 @@ def split_pairs(root: Path, trained: TrainedModel, split: str, log=print):
     """(pairs, label decoder, description) of `split`: 'valid' and 'train' as training split ROOT
     (the checkpoint's seed and valid_fraction hold out the same images), else a folder holding
     images/ and labels/ (as given, or under ROOT)."""
-    cfg = {**trained.config, "batch_size": 1}  # batching rules of training do not apply here
+    cfg = trained.config
     names_file = root / "class_names.list"
     if names_file.is_file() and read_class_names(names_file) != trained.class_names:
         raise DatasetError(
