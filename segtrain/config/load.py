@@ -61,6 +61,9 @@ KEYS: dict[str, tuple[Any, str]] = {
     "tensorboard": (False, "also log to MODEL-<output_dir>/tensorboard (needs: pip install tensorboard)"),
     "cache_mb": (1024, "memory for decoded images and masks (decoded once, not every epoch); 0 = off"),
     "threads": (None, "CPU threads for the model; null = PyTorch's default (one per core); 1 on a busy shared machine"),
+    "encoder": (None, "encoder of an smp model (e.g. 'resnet34', 'mobilenet_v2', 'mit_b0'); absent = resnet34 (segformer: mit_b0)"),
+    "loss": ("ce", "'ce', 'dice', 'focal', 'lovasz' or a sum such as 'ce+dice'"),
+    "class_weights": (None, "loss weight per class: a list (one per class), 'auto' (median frequency of the training pixels) or null"),
 }
 
 MODES = ("train", "test")
@@ -156,6 +159,7 @@ def _image_size(value, source):
 
 def resolve(raw: dict[str, Any], source: str = "config.list") -> dict[str, Any]:
     """Check every key and fill every default; the result holds only JSON-able built-ins."""
+    from segtrain.models.losses import check_loss_keys
     from segtrain.models.registry import MODEL_NAMES  # the registry owns the list of names
 
     _check_known(raw, source)
@@ -214,6 +218,8 @@ def resolve(raw: dict[str, Any], source: str = "config.list") -> dict[str, Any]:
         raise ConfigError(f"{source}: key 'device' must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}.")
 
     cfg["model"] = _model_name(cfg, source, MODEL_NAMES)
+    cfg["encoder"] = _encoder(cfg, source)
+    check_loss_keys(cfg, source)
     if cfg["output_dir"] in (None, ""):
         cfg["output_dir"] = cfg["model"]
     if not isinstance(cfg["output_dir"], str) or any(c in cfg["output_dir"] for c in "/\\") or cfg["output_dir"] in (".", ".."):
@@ -223,6 +229,20 @@ def resolve(raw: dict[str, Any], source: str = "config.list") -> dict[str, Any]:
     if not isinstance(cfg["pretrained_net"], str):
         raise ConfigError(f"{source}: key 'pretrained_net' must be a path string or \"\".")
     return cfg
+
+
+def _encoder(cfg, source) -> str | None:
+    from segtrain.models import smp_models
+
+    if cfg["model"] not in smp_models.ARCHITECTURES:
+        if cfg["encoder"] is not None:
+            raise ConfigError(f"{source}: key 'encoder' applies to smp models ({', '.join(smp_models.ARCHITECTURES)}); "
+                              f"{cfg['model']} has its backbone in its name. Remove 'encoder' or pick such a model.")
+        return None
+    if cfg["encoder"] is None:
+        return smp_models.default_encoder(cfg["model"])
+    smp_models.check_encoder(cfg["model"], cfg["encoder"], source)
+    return cfg["encoder"]
 
 
 def _model_name(cfg, source, names) -> str:

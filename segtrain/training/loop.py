@@ -32,6 +32,7 @@ from segtrain.evaluation.inference import autocast, class_map, native_logits
 from segtrain.data.labels import IGNORE
 from segtrain.outputs.logcsv import LogWriter, keep_rows_through
 from segtrain.evaluation.metrics import confusion_matrix, scores
+from segtrain.models.losses import build_loss
 from segtrain.models.registry import build_model, resolve_backbone_weights
 from segtrain.outputs.progress import ProgressReporter
 from segtrain.training.resume import (CHECKPOINT_NAME, Progress, check_compatible, checkpoint_to_resume, read_resumable,
@@ -95,8 +96,8 @@ def poly_lambda(max_iteration: int):
     return lambda it: (1 - min(it, max_iteration - 1) / max_iteration) ** 0.9
 
 
-def make_criterion(cfg: dict) -> nn.Module:
-    return nn.CrossEntropyLoss(ignore_index=IGNORE, reduction=cfg["loss_reduction"])
+def make_criterion(cfg: dict, spec: DataSpec, log=print) -> nn.Module:
+    return build_loss(cfg, spec.class_names, spec.train, spec.decoder, log)
 
 
 def make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
@@ -148,8 +149,9 @@ def build_for_training(root: Path, cfg: dict, class_names: list[str] | None = No
     if not ctx.is_main:
         log = _silent
     pretrained = cfg["pretrained_net"]
-    backbone_weights = None if pretrained else resolve_backbone_weights(cfg["model"], cfg["pretrained_backbone"], log)
-    model = build_model(cfg["model"], len(spec.class_names), cfg["aux_loss"], backbone_weights)
+    backbone_weights = None if pretrained else resolve_backbone_weights(cfg["model"], cfg["pretrained_backbone"], log,
+                                                                        cfg["encoder"])
+    model = build_model(cfg["model"], len(spec.class_names), cfg["aux_loss"], backbone_weights, cfg["encoder"])
     if pretrained:
         path = Path(pretrained) if Path(pretrained).is_absolute() else root / pretrained
         ckpt = read_checkpoint(path)
@@ -319,7 +321,7 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     fp16 = cfg["amp"] and device.type == "cuda" and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler(device.type, enabled=fp16)
-    criterion = make_criterion(cfg)
+    criterion = make_criterion(cfg, spec, log)
     progress = Progress()
     if ckpt is not None:
         progress = restore(ckpt, model, optimizer, scheduler, scaler, cfg, schedule)

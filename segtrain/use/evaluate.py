@@ -14,7 +14,8 @@ from segtrain.errors import DatasetError
 from segtrain.data.labels import detect_decoder
 from segtrain.use.predict import write_atomic
 from segtrain.use.trained import TrainedModel, load_trained
-from segtrain.training.loop import make_criterion, make_eval_loader, validate
+from segtrain.models.losses import build_loss
+from segtrain.training.loop import make_eval_loader, validate
 
 
 def split_pairs(root: Path, trained: TrainedModel, split: str, log=print):
@@ -56,7 +57,7 @@ def evaluate(root: Path, checkpoint: Path, split: str = "valid", device: str = "
     log(f"labels: {decoder.describe()}")
     cfg = trained.config
     loader = make_eval_loader(pairs, decoder, check_sizes(pairs), cfg, trained.device)
-    result, _ = validate(trained.model, loader, make_criterion(cfg), cfg, len(trained.class_names), trained.device, 0)
+    result, _ = validate(trained.model, loader, build_loss(cfg, trained.class_names), cfg, len(trained.class_names), trained.device, 0)
     return report(result, trained.class_names, {"checkpoint": str(checkpoint), "split": where, "images": len(pairs)})
 
 

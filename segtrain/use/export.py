@@ -21,6 +21,7 @@ from torch import nn
 from segtrain.data.folder import eval_input
 from segtrain.errors import SegtrainError
 from segtrain.data.images import IMAGE_SUFFIXES, read_image
+from segtrain.models.smp_models import export_refusal
 from segtrain.use.onnx_predictor import METADATA_KEY
 from segtrain.use.trained import TrainedModel, load_trained
 from segtrain.data.transforms import eval_transform
@@ -147,6 +148,11 @@ def export(checkpoint: Path, fmt: str, out: Path, size: list[int] | None = None,
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}.")
     trained = load_trained(checkpoint, "cpu", log)
+    refusal = export_refusal(trained.arch, fmt)
+    if refusal:
+        other = [f for f in FORMATS if f != fmt][0]
+        raise ExportError(f"{checkpoint}: model {trained.arch} cannot be exported to {fmt}: {refusal}. "
+                          f"Export it with --format {other}, or train another model for {fmt}.")
     size = list(size) if size else trained.image_size
     if size is None:
         raise ExportError(f"{checkpoint}: the model was trained at native image size, so the export needs an "
