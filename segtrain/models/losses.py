@@ -62,7 +62,7 @@ def median_frequency_weights(pairs, decoder, n_classes: int) -> list[float]:
         return [1.0] * n_classes
     freq = np.where(present, pixels / np.maximum(seen_in, 1), 0.0)
     median = float(np.median(freq[present]))
-    return [round(median / f, 4) if p else 1.0 for f, p in zip(freq, present)]
+    return [round(float(median / f), 4) if p else 1.0 for f, p in zip(freq, present)]  # built-ins: checkpoints load weights_only
 
 
 def class_weights(cfg: dict, n_classes: int, class_names, train_pairs=None, decoder=None, log=print) -> list[float] | None:
