@@ -78,12 +78,16 @@ class SmpSegmentation(nn.Module):
         self.min_size = min_size
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        # No branch on the size: an exported graph must pad every size it is given as eager does.
         h, w = x.shape[-2], x.shape[-1]
+        if torch.jit.is_scripting():
+            target_h, target_w = max(h, self.min_size), max(w, self.min_size)
+        else:  # sym_max keeps the size symbolic under torch.export (max() would fix it to the example's)
+            target_h, target_w = torch.sym_max(h, self.min_size), torch.sym_max(w, self.min_size)
         m = self.multiple
-        pad_h = (max(h, self.min_size) + m - 1) // m * m - h
-        pad_w = (max(w, self.min_size) + m - 1) // m * m - w
-        if pad_h > 0 or pad_w > 0:
-            x = F.pad(x, [0, pad_w, 0, pad_h], mode="replicate")
+        pad_h = (target_h + m - 1) // m * m - h
+        pad_w = (target_w + m - 1) // m * m - w
+        x = F.pad(x, [0, pad_w, 0, pad_h], mode="replicate")
         return {"out": self.net(x)[:, :, :h, :w]}
 
 
