@@ -20,8 +20,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from segtrain.config.load import resolve
+from segtrain.models.losses import build_loss
 from segtrain.models.registry import build_model
-from segtrain.training.loop import make_criterion, poly_lambda, train_step
+from segtrain.training.loop import poly_lambda, train_step
 
 VARIANTS = {  # name -> (amp, channels_last, compile)
     "fp32": (False, False, False),
@@ -68,7 +69,7 @@ def setup(name, variant, size, batch, device):
         images, masks = images.pin_memory(), masks.pin_memory()
 
     def step():
-        loss, hist = train_step(model, images, masks, make_criterion(cfg), optimizer, scheduler, scaler, cfg,
+        loss, hist = train_step(model, images, masks, build_loss(cfg, ["0", "1"]), optimizer, scheduler, scaler, cfg,
                                 device, 2)
         return loss
 

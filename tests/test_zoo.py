@@ -26,6 +26,10 @@ from test_resume import assert_same_state, metric_rows
 ENCODER = {"manet": "resnet18", "segformer": None}
 
 
+# Measured with PyTorch 2.14: what exports at the example's size only (the batch stays dynamic).
+FIXED_SIZE = {("unetplusplus", "torchscript"), ("upernet", "onnx"), ("segformer", "onnx")}
+
+
 def zoo_config(arch, **changes):
     encoder = ENCODER.get(arch, "mobilenet_v2")
     return tiny_config(**{"model": arch, "max_iteration": 2, "interval_validate": 2, "lr": 0.01,
@@ -48,13 +52,11 @@ def test_train_and_export_each_architecture(arch, tmp_path, capsys):
         capsys.readouterr()
         code = main(["export", "--checkpoint", str(ckpt), "--format", fmt, "--out", str(tmp_path / f"m.{suffix}")])
         out, err = capsys.readouterr()
-        if smp_models.export_refusal(arch, fmt):
-            assert code == 1 and len(err.strip().splitlines()) == 1
-            assert f"model {arch} cannot be exported to {fmt}" in err and "--format torchscript" in err
-            assert not (tmp_path / f"m.{suffix}").exists()
-        else:
-            assert code == 0, err
-            assert "argmax agreement" in out and (tmp_path / f"m.{suffix}").is_file()
+        assert code == 0, err
+        assert "argmax agreement" in out and (tmp_path / f"m.{suffix}").is_file()
+        # Where a format cannot take any size, the export says so and verifies at the training size.
+        fixed = (arch, fmt) in FIXED_SIZE
+        assert ("input any batch, 32x32" in out) == fixed and ("input any batch and size" in out) != fixed, out
 
 
 def test_any_input_size_is_padded_and_cropped_back():

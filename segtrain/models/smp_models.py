@@ -29,15 +29,6 @@ MULTIPLE = 32
 # PAN's feature pyramid attention pools the stride-16 features three more times: below 128 px
 # nothing is left to pool.
 MIN_SIZE = {"pan": 128}
-# What the exporters cannot take (measured with PyTorch 2.14); checked before trying, so the refusal
-# is one line. (UnetPlusPlus cannot be scripted either, but export then traces it, which works.)
-NOT_EXPORTABLE = {("upernet", "onnx"): "torch.export fails on smp's UPerNet with a dynamic batch size "
-                                       "(\"Invalid ranges [2:1]\")"}
-
-
-def export_refusal(arch: str, fmt: str) -> str | None:
-    """Why `arch` cannot be exported to `fmt`, or None."""
-    return NOT_EXPORTABLE.get((arch, fmt))
 INSTALL_HINT = "pip install 'segmentation-models-pytorch>=0.5,<0.7'"
 
 
@@ -80,7 +71,7 @@ class SmpSegmentation(nn.Module):
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         # No branch on the size: an exported graph must pad every size it is given as eager does.
         h, w = x.shape[-2], x.shape[-1]
-        if torch.jit.is_scripting():
+        if torch.jit.is_scripting() or torch.jit.is_tracing():  # (a trace holds one size anyway)
             target_h, target_w = max(h, self.min_size), max(w, self.min_size)
         else:  # sym_max keeps the size symbolic under torch.export (max() would fix it to the example's)
             target_h, target_w = torch.sym_max(h, self.min_size), torch.sym_max(w, self.min_size)
