@@ -111,3 +111,17 @@ def test_auto_class_weights_are_median_frequency_printed_recorded_and_used_by_ev
         valid_loss = float([r for r in csv.DictReader(f) if r["iteration"] == "2" and r["valid/loss"]][-1]["valid/loss"])
     result = evaluate(root, root / "MODEL-tiny" / "checkpoint.pth.tar", "valid", "cpu", log=lambda *a: None)
     assert result["loss"] == pytest.approx(valid_loss, rel=1e-4)
+
+
+@pytest.mark.parametrize("edit, words", [
+    ({"loss": "__import__('os')"}, "key 'loss' is \"__import__('os')\""),
+    ({"class_weights": ["1", "2"]}, "key 'class_weights' must be"),
+    ({"class_weights": "auto", AUTO_KEY: [1.0]}, "lists 1 weight(s) but there are 2 classes"),
+    ({"class_weights": "auto", AUTO_KEY: None}, "the checkpoint does not record the weights it found"),
+])
+def test_an_edited_checkpoint_config_gives_one_line(edit, words):
+    """evaluate, predict and export rebuild the loss from a checkpoint's config, which `resolve` never read."""
+    cfg = {**resolve({}), **edit}
+    with pytest.raises(ConfigError) as e:
+        build_loss(cfg, NAMES)
+    assert words in str(e.value) and "\n" not in str(e.value)

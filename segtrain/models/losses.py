@@ -36,14 +36,15 @@ def check_loss_keys(cfg: dict, source: str) -> None:
     if cfg["loss_reduction"] == "sum" and any(term not in PIXEL_TERMS for term in terms):
         raise ConfigError(f"{source}: key 'loss_reduction' is 'sum' (over pixels), which only 'ce' and 'focal' "
                           f"have, but 'loss' is {cfg['loss']!r}. Set \"loss_reduction\": \"mean\" or drop dice/lovasz.")
-    weights = cfg["class_weights"]
-    if weights is None or weights == "auto":
-        return
-    if (not isinstance(weights, list) or not weights
-            or any(isinstance(w, bool) or not isinstance(w, (int, float)) or not np.isfinite(w) or w < 0 for w in weights)
-            or not any(w > 0 for w in weights)):
-        raise ConfigError(f"{source}: key 'class_weights' must be \"auto\", null or a list of numbers >= 0 "
-                          f"(one per class, not all 0), got {weights!r}.")
+    for key in ("class_weights", AUTO_KEY):
+        weights = cfg.get(key)
+        if weights is None or (weights == "auto" and key == "class_weights"):
+            continue
+        if (not isinstance(weights, list) or not weights
+                or any(isinstance(w, bool) or not isinstance(w, (int, float)) or not np.isfinite(w) or w < 0 for w in weights)
+                or not any(w > 0 for w in weights)):
+            raise ConfigError(f"{source}: key {key!r} must be \"auto\", null or a list of numbers >= 0 "
+                              f"(one per class, not all 0), got {weights!r}.")
 
 
 def median_frequency_weights(pairs, decoder, n_classes: int) -> list[float]:
@@ -71,19 +72,19 @@ def class_weights(cfg: dict, n_classes: int, class_names, train_pairs=None, deco
     wanted = cfg.get("class_weights")
     if wanted is None:
         return None
-    if wanted != "auto":
-        if len(wanted) != n_classes:
-            raise ConfigError(f"key 'class_weights' lists {len(wanted)} weight(s) but there are {n_classes} classes "
-                              f"({', '.join(class_names)}); give one per class, or \"auto\".")
-        return [float(w) for w in wanted]
-    if cfg.get(AUTO_KEY) is None:
-        if train_pairs is None:
-            raise ConfigError("class_weights is \"auto\" but the checkpoint does not record the weights it found; "
-                              "train again with this segtrain, or set \"class_weights\" to a list.")
-        cfg[AUTO_KEY] = median_frequency_weights(train_pairs, decoder, n_classes)
-        shown = ", ".join(f"{name} {w:g}" for name, w in zip(class_names, cfg[AUTO_KEY]))
-        log(f"class weights (auto, median frequency of {len(train_pairs)} training masks): {shown}")
-    return list(cfg[AUTO_KEY])
+    if wanted == "auto":
+        if cfg.get(AUTO_KEY) is None:
+            if train_pairs is None:
+                raise ConfigError("class_weights is \"auto\" but the checkpoint does not record the weights it found; "
+                                  "train again with this segtrain, or set \"class_weights\" to a list.")
+            cfg[AUTO_KEY] = median_frequency_weights(train_pairs, decoder, n_classes)
+            shown = ", ".join(f"{name} {w:g}" for name, w in zip(class_names, cfg[AUTO_KEY]))
+            log(f"class weights (auto, median frequency of {len(train_pairs)} training masks): {shown}")
+        wanted = cfg[AUTO_KEY]
+    if len(wanted) != n_classes:
+        raise ConfigError(f"key 'class_weights' lists {len(wanted)} weight(s) but there are {n_classes} classes "
+                          f"({', '.join(class_names)}); give one per class, or \"auto\".")
+    return [float(w) for w in wanted]
 
 
 def _labelled(logits: torch.Tensor, target: torch.Tensor):
@@ -167,11 +168,13 @@ class SegmentationLoss(nn.Module):
         return sum(self.FUNCTIONS[term](logits, target, weight, self.reduction) for term in self.terms)
 
 
-def build_loss(cfg: dict, class_names, train_pairs=None, decoder=None, log=print) -> nn.Module:
+def build_loss(cfg: dict, class_names, train_pairs=None, decoder=None, log=print,
+               source: str = "the checkpoint's config") -> nn.Module:
     """The criterion of a run: called as criterion(logits NCHW, target NHW with IGNORE) -> scalar.
 
     train_pairs and decoder (the training masks) are needed once for class_weights "auto".
     """
+    check_loss_keys(cfg, source)  # again: a checkpoint's config was never read through `resolve`
     terms = loss_terms(cfg.get("loss", "ce"))
     weight = class_weights(cfg, len(class_names), class_names, train_pairs, decoder, log)
     if terms == ["ce"] and weight is None:
