@@ -184,3 +184,10 @@ def test_torchrun_of_an_smp_model_matches_single_process_evaluation(tmp_path):
         final = [r for r in csv.DictReader(f) if r["valid/mean_iu"]][-1]
     single = single_process_evaluate(root, root / "MODEL-tiny" / "checkpoint.pth.tar")
     assert float(final["valid/mean_iu"]) == single["mean_iu"]
+
+
+def test_a_damaged_cached_weights_file_is_one_line(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ConfigError) as e:
+        build_model("unet", 2, backbone_weights=str(tmp_path / "model.safetensors"), encoder="mobilenet_v2")
+    assert "not ImageNet weights for encoder mobilenet_v2" in str(e.value) and "\n" not in str(e.value)

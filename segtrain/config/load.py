@@ -241,7 +241,7 @@ def _encoder(cfg, source) -> str | None:
         return None
     if cfg["encoder"] is None:
         return smp_models.default_encoder(cfg["model"])
-    smp_models.check_encoder(cfg["model"], cfg["encoder"], source)
+    smp_models.check_encoder(cfg["encoder"], source)
     return cfg["encoder"]
 
 

@@ -49,7 +49,7 @@ def default_encoder(arch: str) -> str:
     return DEFAULT_ENCODERS.get(arch, DEFAULT_ENCODER)
 
 
-def check_encoder(arch: str, encoder: str, source: str) -> None:
+def check_encoder(encoder: str, source: str) -> None:
     names = encoder_names()
     if encoder not in names:
         near = difflib.get_close_matches(str(encoder), names, n=1)
@@ -96,7 +96,12 @@ def build(arch: str, encoder: str, num_classes: int, weights_file: str | None) -
 
         # What smp's builder does with encoder_weights="imagenet", from a file we fetched ourselves
         # (dilation, applied by the builder, changes strides only, not weights).
-        net.encoder.load_state_dict(load_file(weights_file, device="cpu"))
+        try:
+            net.encoder.load_state_dict(load_file(weights_file, device="cpu"))
+        except Exception as e:  # a damaged or foreign file in the cache
+            raise ConfigError(f"{weights_file}: not ImageNet weights for encoder {encoder} "
+                              f"({type(e).__name__}); delete it to fetch them again, or set "
+                              "\"pretrained_backbone\": false.") from None
     return SmpSegmentation(net, MULTIPLE, MIN_SIZE.get(arch, 0))
 
 
