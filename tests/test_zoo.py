@@ -5,7 +5,6 @@ import csv
 import json
 
 import pytest
-import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
@@ -20,6 +19,9 @@ from segtrain.models import smp_models
 from segtrain.models.registry import MODEL_NAMES, build_model, resolve_backbone_weights
 from test_distributed import single_process_evaluate, torchrun
 from test_resume import assert_same_state, metric_rows
+
+# A dependency (pyproject.toml), but a venv made before it was added lacks it: say so (-ra) rather than fail to collect.
+smp = pytest.importorskip("segmentation_models_pytorch", reason="pip install -e . (segmentation-models-pytorch)")
 
 # Small encoders: MAnet's decoder grows with the encoder's last width (mobilenet_v2: 1280 -> 49M
 # parameters), resnet18's 512 keeps it at 22M; segformer keeps its default mit_b0.
