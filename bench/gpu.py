@@ -20,8 +20,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from segtrain.config.load import resolve
+from segtrain.models.losses import build_loss
 from segtrain.models.registry import build_model
-from segtrain.training.optimization import make_criterion, make_scaler, poly_lambda
+from segtrain.training.optimization import make_scaler, poly_lambda
 from segtrain.training.step import Stepper
 
 VARIANTS = {  # name -> (amp, channels_last, compile)
@@ -67,7 +68,7 @@ def setup(name, variant, size, batch, device):
     if pin:
         images, masks = images.pin_memory(), masks.pin_memory()
 
-    stepper = Stepper(model, make_criterion(cfg), optimizer, scheduler, scaler, device, 2, amp, channels_last)
+    stepper = Stepper(model, build_loss(cfg, ["0", "1"]), optimizer, scheduler, scaler, device, 2, amp, channels_last)
 
     def step():
         loss, hist = stepper.step(images, masks)

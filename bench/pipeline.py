@@ -23,8 +23,8 @@ import torch
 from segtrain.config.load import resolve
 from segtrain.data.folder import inspect_root
 from segtrain.models.registry import build_model
+from segtrain.models.losses import build_loss
 from segtrain.training.loaders import make_loaders
-from segtrain.training.optimization import make_criterion
 
 BATCH = 8
 
@@ -77,7 +77,7 @@ def model_rate(cfg: dict, steps: int) -> float:
     model = build_model(cfg["model"], 2)
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    criterion = make_criterion(cfg)
+    criterion = build_loss(cfg, ["0", "1"])  # the two classes of its random masks
     h, w = cfg["image_size"]
     images, masks = torch.randn(cfg["batch_size"], 3, h, w), torch.randint(0, 2, (cfg["batch_size"], h, w))
     times = []

@@ -62,6 +62,9 @@ KEYS: dict[str, tuple[Any, str]] = {
     "tensorboard": (False, "also log to MODEL-<output_dir>/tensorboard (needs: pip install tensorboard)"),
     "cache_mb": (1024, "memory for decoded images and masks (decoded once, not every epoch); 0 = off"),
     "threads": (None, "CPU threads for the model; null = PyTorch's default (one per core); 1 on a busy shared machine"),
+    "encoder": (None, "encoder of an smp model (e.g. 'resnet34', 'mobilenet_v2', 'mit_b0'); absent = resnet34 (segformer: mit_b0)"),
+    "loss": ("ce", "'ce', 'dice', 'focal', 'lovasz' or a sum such as 'ce+dice'"),
+    "class_weights": (None, "loss weight per class: a list (one per class), 'auto' (median frequency of the training pixels) or null"),
 }
 
 MODES = ("train", "test")
@@ -190,6 +193,7 @@ def _image_size(value, source):
 
 def resolve(raw: dict[str, Any], source: str = "config.list", name_max: int = NAME_MAX) -> dict[str, Any]:
     """Check every key and fill every default; the result holds only JSON-able built-ins."""
+    from segtrain.models.losses import check_loss_keys
     from segtrain.models.registry import MODEL_NAMES  # the registry owns the list of names
 
     _check_known(raw, source)
@@ -248,6 +252,8 @@ def resolve(raw: dict[str, Any], source: str = "config.list", name_max: int = NA
         raise ConfigError(f"{source}: key 'device' must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}.")
 
     cfg["model"] = _model_name(cfg, source, MODEL_NAMES)
+    cfg["encoder"] = _encoder(cfg, source)
+    check_loss_keys(cfg, source)
     if cfg["output_dir"] in (None, ""):
         cfg["output_dir"] = cfg["model"]
     _output_dir(cfg["output_dir"], source, name_max)
@@ -277,6 +283,20 @@ def _name_max(root: Path) -> int:
         return os.pathconf(root, "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):  # ROOT missing (reported later), or no pathconf (Windows)
         return NAME_MAX
+
+
+def _encoder(cfg, source) -> str | None:
+    from segtrain.models import smp_models
+
+    if cfg["model"] not in smp_models.ARCHITECTURES:
+        if cfg["encoder"] is not None:
+            raise ConfigError(f"{source}: key 'encoder' applies to smp models ({', '.join(smp_models.ARCHITECTURES)}); "
+                              f"{cfg['model']} has its backbone in its name. Remove 'encoder' or pick such a model.")
+        return None
+    if cfg["encoder"] is None:
+        return smp_models.default_encoder(cfg["model"])
+    smp_models.check_encoder(cfg["encoder"], source)
+    return cfg["encoder"]
 
 
 def _model_name(cfg, source, names) -> str:

@@ -1,4 +1,5 @@
-"""The model registry: a name -> builder of torchvision segmentation models.
+"""The model registry: a name -> builder of torchvision's segmentation models, and the
+architectures of segmentation_models_pytorch (with an "encoder"), see smp_models.py.
 
 Every model returns torchvision's {"out": logits, "aux": logits?} at the input's resolution.
 """
@@ -17,6 +18,7 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.fcn import FCN, FCNHead
 
 from segtrain.errors import ConfigError
+from segtrain.models import smp_models
 
 
 def _dilate_basic_layer(layer: nn.Sequential, previous_dilation: int, dilation: int) -> None:
@@ -82,8 +84,8 @@ REGISTRY: dict[str, tuple[Callable[..., nn.Module], type]] = {
     "deeplabv3_resnet50": _torchvision(seg.deeplabv3_resnet50, tvm.ResNet50_Weights),
     "lraspp_mobilenet_v3_large": _bn_momentum(_torchvision(seg.lraspp_mobilenet_v3_large, tvm.MobileNet_V3_Large_Weights)),
 }
-MODEL_NAMES = list(REGISTRY)
-NO_AUX_HEAD = {"lraspp_mobilenet_v3_large"}
+MODEL_NAMES = list(REGISTRY) + list(smp_models.ARCHITECTURES)
+NO_AUX_HEAD = {"lraspp_mobilenet_v3_large", *smp_models.ARCHITECTURES}
 
 
 def backbone_weights_path(weights) -> Path:
@@ -91,11 +93,13 @@ def backbone_weights_path(weights) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
 
 
-def resolve_backbone_weights(name: str, wanted: bool | None, log=print):
+def resolve_backbone_weights(name: str, wanted: bool | None, log=print, encoder: str | None = None):
     """ImageNet weights for the backbone: from the hub cache or a download; None means from scratch.
 
     wanted=None uses them when they can be had and otherwise warns; wanted=True insists.
     """
+    if name in smp_models.ARCHITECTURES:
+        return smp_models.resolve_encoder_weights(name, encoder, wanted, log)
     if wanted is False:
         return None
     weights = REGISTRY[name][1].DEFAULT
@@ -122,9 +126,13 @@ def resolve_backbone_weights(name: str, wanted: bool | None, log=print):
     return weights
 
 
-def build_model(name: str, num_classes: int, aux_loss: bool = False, backbone_weights=None) -> nn.Module:
-    if name not in REGISTRY:
+def build_model(name: str, num_classes: int, aux_loss: bool = False, backbone_weights=None,
+                encoder: str | None = None) -> nn.Module:
+    """backbone_weights: from `resolve_backbone_weights`; encoder: smp models' (None = their default)."""
+    if name not in MODEL_NAMES:
         raise ConfigError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}.")
     if aux_loss and name in NO_AUX_HEAD:
         raise ConfigError(f"model {name} has no auxiliary head; set \"aux_loss\": false.")
+    if name in smp_models.ARCHITECTURES:
+        return smp_models.build(name, encoder or smp_models.default_encoder(name), num_classes, backbone_weights)
     return REGISTRY[name][0](num_classes, aux_loss, backbone_weights)

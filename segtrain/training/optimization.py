@@ -1,15 +1,11 @@
-"""What changes the weights: optimizer, learning-rate schedule, loss and the AMP grad scaler."""
+"""What changes the weights besides the loss (models/losses.py): optimizer, learning-rate schedule,
+the AMP grad scaler."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from segtrain.data.labels import IGNORE
-
-
-def make_criterion(cfg: dict) -> nn.Module:
-    return nn.CrossEntropyLoss(ignore_index=IGNORE, reduction=cfg["loss_reduction"])
 
 
 def make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:

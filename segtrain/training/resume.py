@@ -115,6 +115,8 @@ def check_compatible(ckpt: dict, cfg: dict, class_names: list[str], path: Path, 
         differ.append(f"classes {ckpt.get('class_names')} (this run: {list(class_names)})")
     if ckpt.get("arch") != cfg["model"]:
         differ.append(f"model {ckpt.get('arch')!r} (this run: {cfg['model']!r})")
+    if saved.get("encoder") != cfg["encoder"]:
+        differ.append(f"encoder {saved.get('encoder')!r} (this run: {cfg['encoder']!r})")
     if saved.get("aux_loss", False) != cfg["aux_loss"]:
         differ.append(f"aux_loss {saved.get('aux_loss')} (this run: {cfg['aux_loss']})")
     if saved.get("optimizer", "sgd") != cfg["optimizer"]:  # its state (momenta, moments) would not fit

@@ -19,6 +19,7 @@ from torch import nn
 from segtrain.data.classes import voc_colormap
 from segtrain.data.folder import DataSpec, check_batchable, inspect_root
 from segtrain.data.transforms import MEAN, STD
+from segtrain.models.losses import build_loss
 from segtrain.models.registry import build_model, resolve_backbone_weights
 from segtrain.outputs.atomic import remove_stale_temps
 from segtrain.outputs.checkpoints import load_weights, read_checkpoint, training_payload
@@ -28,7 +29,7 @@ from segtrain.paths import from_root
 from segtrain.runtime import distributed, interrupt
 from segtrain.runtime.device import select_device
 from segtrain.runtime.workers import plan_workers
-from segtrain.training.optimization import make_criterion, make_optimizer, make_scaler, make_schedule
+from segtrain.training.optimization import make_optimizer, make_scaler, make_schedule
 from segtrain.training.resume import (Progress, check_compatible, checkpoint_to_resume, read_resumable, restore,
                                       resume_state)
 from segtrain.training.step import Stepper
@@ -87,8 +88,9 @@ def build_model_for_run(root: Path, cfg: dict, class_names: list[str], device: t
     """The network with its starting weights (ImageNet backbone, or the checkpoint `pretrained`),
     on the device, wrapped for DDP under torchrun."""
     n_classes = len(class_names)
-    backbone_weights = None if pretrained else resolve_backbone_weights(cfg["model"], pretrained_backbone, log)
-    model = build_model(cfg["model"], n_classes, cfg["aux_loss"], backbone_weights)
+    backbone_weights = None if pretrained else resolve_backbone_weights(cfg["model"], pretrained_backbone, log,
+                                                                        cfg["encoder"])
+    model = build_model(cfg["model"], n_classes, cfg["aux_loss"], backbone_weights, cfg["encoder"])
     if pretrained:
         path = from_root(pretrained, root)
         ckpt = read_checkpoint(path)
@@ -147,7 +149,8 @@ def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: st
     schedule = make_schedule(cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     scaler = make_scaler(cfg["amp"], device)
-    stepper = Stepper(model, make_criterion(cfg), optimizer, scheduler, scaler, device, len(spec.class_names),
+    criterion = build_loss(cfg, spec.class_names, spec.train, spec.decoder, log)
+    stepper = Stepper(model, criterion, optimizer, scheduler, scaler, device, len(spec.class_names),
                       cfg["amp"], cfg["channels_last"], cfg["aux_loss"])
     run = TrainingRun(root, cfg, spec, stepper, ctx, spec.class_colors or voc_colormap(len(spec.class_names)),
                       out_dir, Progress(), workers, log)

@@ -15,7 +15,7 @@ from segtrain.data.labels import detect_decoder
 from segtrain.outputs.atomic import atomic_open
 from segtrain.use.trained import TrainedModel, load_trained
 from segtrain.evaluation.validation import make_eval_loader, validate
-from segtrain.training.optimization import make_criterion
+from segtrain.models.losses import build_loss
 
 
 def split_pairs(root: Path, trained: TrainedModel, split: str, log=print):
@@ -58,7 +58,8 @@ def evaluate(root: Path, checkpoint: Path, split: str = "valid", device: str = "
     cfg = trained.config
     loader = make_eval_loader(pairs, decoder, check_sizes(pairs), cfg["image_size"], cfg["batch_size"], cfg["n_workers"],
                               trained.device)
-    result, _ = validate(trained.model, loader, make_criterion(cfg), len(trained.class_names), trained.device,
+    criterion = build_loss(cfg, trained.class_names)
+    result, _ = validate(trained.model, loader, criterion, len(trained.class_names), trained.device,
                          amp=cfg["amp"], channels_last=cfg["channels_last"])
     return report(result, trained.class_names, {"checkpoint": str(checkpoint), "split": where, "images": len(pairs)})
 

@@ -66,6 +66,10 @@ def _onnx(module: nn.Module, example: torch.Tensor, path: Path, metadata: dict, 
             program = torch.onnx.export(module, (example,), dynamo=True, verbose=False, input_names=["image"],
                                         output_names=["logits"], dynamic_shapes={"image": {0: batch}})
     proto = program.model_proto
+    if dynamic and not all(d.dim_param for d in proto.graph.input[0].type.tensor_type.shape.dim[2:]):
+        # The exporter may fix the size without failing (smp's SegFormer): say so, verify at that size.
+        log(f"note: this model's ONNX graph takes {example.shape[2]}x{example.shape[3]} inputs only.")
+        dynamic = False
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
     onnx.save(proto, str(path))
@@ -156,7 +160,7 @@ def export(checkpoint: Path, fmt: str, out: Path, size: list[int] | None = None,
     if min(size) < 32:
         raise ExportError(f"--size {size[0]} {size[1]}: height and width must be at least 32.")
     module = LogitsOnly(trained.model).eval()
-    example = torch.randn(1, 3, *size)
+    example = torch.randn(2, 3, *size)  # not 1: torch.export would fix a batch of 1 into some graphs (MAnet, SegFormer)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)

@@ -21,7 +21,7 @@ from segtrain.config.load import KEYS
 from segtrain.data.folder import eval_input
 from segtrain.errors import CheckpointError
 from segtrain.evaluation.inference import class_map, native_logits
-from segtrain.models.registry import REGISTRY, build_model
+from segtrain.models.registry import MODEL_NAMES, build_model
 from segtrain.runtime.device import select_device
 from segtrain.data.transforms import MEAN, STD, eval_transform
 
@@ -64,14 +64,14 @@ def load_trained(path: Path, device: str = "auto", log=print) -> TrainedModel:
     path = Path(path)
     ckpt = read_checkpoint(path)
     arch, names, cfg = ckpt.get("arch"), ckpt.get("class_names"), ckpt.get("config")
-    if arch not in REGISTRY or not names or not isinstance(cfg, dict):
+    if arch not in MODEL_NAMES or not names or not isinstance(cfg, dict):
         raise CheckpointError(
             f"{path}: does not say which model and classes it holds (not written by segtrain train). "
             "Use a MODEL-*/model_best.pth.tar or checkpoint.pth.tar of a segtrain run, or train from this "
             "file with \"pretrained_net\"."
         )
     cfg = {**{key: default for key, (default, _) in KEYS.items()}, **cfg}
-    model = build_model(arch, len(names), cfg["aux_loss"])
+    model = build_model(arch, len(names), cfg["aux_loss"], encoder=cfg["encoder"])
     try:
         model.load_state_dict(ckpt["model_state_dict"], strict=True)
     except RuntimeError as e:
