@@ -5,7 +5,8 @@ import pytest
 
 from conftest import tiny_config
 from segtrain.data.cache import fill_cache
-from segtrain.config.load import DEFAULT_IMAGE_SIZE, resolve
+from segtrain.config.load import resolve
+from segtrain.config.recipe import DEFAULT_IMAGE_SIZE
 from segtrain.data.folder import SegmentationDataset, inspect_root
 from segtrain.errors import ConfigError
 from segtrain.data.synthetic import write_sky_folder

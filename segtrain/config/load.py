@@ -15,24 +15,18 @@ from typing import Any
 
 from segtrain.errors import ConfigError
 
-# lr below this marks the original FCN recipe (loss summed over pixels, lr ~1e-10).
-SUM_LOSS_LR_THRESHOLD = 1e-6
-# segtrain's default recipe, chosen to reach a high valid mean IoU fast on two CPU cores (see
-# BENCHMARKS.md, "The default recipe"). The original recipe keeps its native input size.
-DEFAULT_MODEL = "lraspp_mobilenet_v3_large"
-DEFAULT_OPTIMIZER = "adamw"
-DEFAULT_LR = {"sgd": 0.02, "adamw": 0.001}
-DEFAULT_IMAGE_SIZE = 160
+from segtrain.config.recipe import (DEFAULT_BATCH_SIZE, DEFAULT_IMAGE_SIZE, DEFAULT_INTERVAL_VALIDATE, DEFAULT_LR,
+                                    DEFAULT_MAX_ITERATION, DEFAULT_MODEL, DEFAULT_OPTIMIZER, SUM_LOSS_LR_THRESHOLD)
 
 # key -> (default, one-line meaning). Defaults of None are resolved in `resolve`.
 KEYS: dict[str, tuple[Any, str]] = {
     # The original tool's keys.
-    "max_iteration": (2000, "training iterations (one batch each)"),
+    "max_iteration": (DEFAULT_MAX_ITERATION, "training iterations (one batch each)"),
     "lr": (None, "learning rate; absent = the optimizer's default (sgd 0.02, adamw 0.001), a mean loss and poly schedule"),
     "momentum": (0.9, "SGD momentum (adamw uses betas 0.9, 0.999)"),
     "weight_decay": (1e-4, "weight decay (decoupled for adamw)"),
-    "interval_validate": (200, "validate (and checkpoint) every this many iterations"),
-    "batch_size": (8, "images per training batch"),
+    "interval_validate": (DEFAULT_INTERVAL_VALIDATE, "validate (and checkpoint) every this many iterations"),
+    "batch_size": (DEFAULT_BATCH_SIZE, "images per training batch"),
     "backbone": ("resnet", "original key: backbone family (only 'resnet')"),
     "fcn": (None, "original key: '50' or '101' (picks fcn_resnet50/101 when `model` is absent)"),
     "output_dir": (None, "outputs go to ROOT/MODEL-<output_dir>; absent = the model name"),
@@ -200,50 +194,9 @@ def resolve(raw: dict[str, Any], source: str = "config.list", name_max: int = NA
     cfg = {key: default for key, (default, _) in KEYS.items()}
     cfg.update(raw)
 
-    _number(cfg, "max_iteration", source, integer=True, minimum=1)
-    _number(cfg, "interval_validate", source, integer=True, minimum=1)
-    _number(cfg, "batch_size", source, integer=True, minimum=1)
-    _number(cfg, "n_workers", source, integer=True, minimum=0)
-    _number(cfg, "seed", source, integer=True, minimum=0, maximum=MAX_SEED)
-    _number(cfg, "log_interval", source, integer=True, minimum=1)
-    _number(cfg, "max_visualizations", source, integer=True, minimum=0)
-    _number(cfg, "cache_mb", source, minimum=0)
-    if cfg["threads"] is not None:
-        _number(cfg, "threads", source, integer=True, minimum=1, maximum=MAX_THREADS)
-    _number(cfg, "momentum", source, minimum=0)
-    _number(cfg, "weight_decay", source, minimum=0)
-    _number(cfg, "valid_fraction", source, minimum=0, exclusive=True)
-    if cfg["valid_fraction"] >= 1:
-        raise ConfigError(f"{source}: key 'valid_fraction' must be below 1, got {cfg['valid_fraction']!r}.")
-    if cfg["optimizer"] is None:
-        # A config that sets lr was tuned for SGD, the original's only optimizer.
-        cfg["optimizer"] = "sgd" if cfg["lr"] is not None else DEFAULT_OPTIMIZER
-    _choice(cfg, "optimizer", source, OPTIMIZERS)
-    if cfg["lr"] is None:
-        cfg["lr"] = DEFAULT_LR[cfg["optimizer"]]
-    _number(cfg, "lr", source, minimum=0, exclusive=True)
-    for key in ("aux_loss", "augment", "amp", "channels_last", "sync_bn", "tensorboard"):
-        if not isinstance(cfg[key], bool):
-            raise ConfigError(f"{source}: key {key!r} must be true or false, got {cfg[key]!r}.")
-    if cfg["pretrained_backbone"] not in (None, True, False):
-        raise ConfigError(f"{source}: key 'pretrained_backbone' must be true, false or null.")
-    for key in ("ignore_index", "label_threshold"):
-        if cfg[key] is not None:
-            _number(cfg, key, source, integer=True, minimum=0)
-            if cfg[key] > 255:
-                raise ConfigError(f"{source}: key {key!r} must be at most 255, got {cfg[key]!r}.")
-
-    _choice(cfg, "mode", source, MODES)
-    if "image_size" not in raw and cfg["lr"] >= SUM_LOSS_LR_THRESHOLD:
-        cfg["image_size"] = DEFAULT_IMAGE_SIZE
-    cfg["image_size"] = _image_size(cfg["image_size"], source)
-
-    if cfg["loss_reduction"] is None:
-        cfg["loss_reduction"] = "sum" if cfg["lr"] < SUM_LOSS_LR_THRESHOLD else "mean"
-    _choice(cfg, "loss_reduction", source, LOSS_REDUCTIONS)
-    if cfg["lr_schedule"] is None:
-        cfg["lr_schedule"] = "constant" if cfg["lr"] < SUM_LOSS_LR_THRESHOLD else "poly"
-    _choice(cfg, "lr_schedule", source, LR_SCHEDULES)
+    _check_numbers(cfg, source)
+    _check_flags(cfg, source)
+    _resolve_recipe(cfg, "image_size" in raw, source)
 
     device = cfg["device"]
     if not isinstance(device, str) or not (
@@ -260,6 +213,60 @@ def resolve(raw: dict[str, Any], source: str = "config.list", name_max: int = NA
     if not isinstance(cfg["pretrained_net"], str):
         raise ConfigError(f"{source}: key 'pretrained_net' must be a path string or \"\".")
     return cfg
+
+
+
+def _check_numbers(cfg: dict, source: str) -> None:
+    _number(cfg, "max_iteration", source, integer=True, minimum=1)
+    _number(cfg, "interval_validate", source, integer=True, minimum=1)
+    _number(cfg, "batch_size", source, integer=True, minimum=1)
+    _number(cfg, "n_workers", source, integer=True, minimum=0)
+    _number(cfg, "seed", source, integer=True, minimum=0, maximum=MAX_SEED)
+    _number(cfg, "log_interval", source, integer=True, minimum=1)
+    _number(cfg, "max_visualizations", source, integer=True, minimum=0)
+    _number(cfg, "cache_mb", source, minimum=0)
+    if cfg["threads"] is not None:
+        _number(cfg, "threads", source, integer=True, minimum=1, maximum=MAX_THREADS)
+    _number(cfg, "momentum", source, minimum=0)
+    _number(cfg, "weight_decay", source, minimum=0)
+    _number(cfg, "valid_fraction", source, minimum=0, exclusive=True)
+    if cfg["valid_fraction"] >= 1:
+        raise ConfigError(f"{source}: key 'valid_fraction' must be below 1, got {cfg['valid_fraction']!r}.")
+
+
+def _check_flags(cfg: dict, source: str) -> None:
+    for key in ("aux_loss", "augment", "amp", "channels_last", "sync_bn", "tensorboard"):
+        if not isinstance(cfg[key], bool):
+            raise ConfigError(f"{source}: key {key!r} must be true or false, got {cfg[key]!r}.")
+    if cfg["pretrained_backbone"] not in (None, True, False):
+        raise ConfigError(f"{source}: key 'pretrained_backbone' must be true, false or null.")
+    for key in ("ignore_index", "label_threshold"):
+        if cfg[key] is not None:
+            _number(cfg, key, source, integer=True, minimum=0)
+            if cfg[key] > 255:
+                raise ConfigError(f"{source}: key {key!r} must be at most 255, got {cfg[key]!r}.")
+    _choice(cfg, "mode", source, MODES)
+
+
+def _resolve_recipe(cfg: dict, image_size_given: bool, source: str) -> None:
+    """The keys a config may leave to the recipe: the original's (lr < SUM_LOSS_LR_THRESHOLD) or segtrain's."""
+    if cfg["optimizer"] is None:
+        # A config that sets lr was tuned for SGD, the original's only optimizer.
+        cfg["optimizer"] = "sgd" if cfg["lr"] is not None else DEFAULT_OPTIMIZER
+    _choice(cfg, "optimizer", source, OPTIMIZERS)
+    if cfg["lr"] is None:
+        cfg["lr"] = DEFAULT_LR[cfg["optimizer"]]
+    _number(cfg, "lr", source, minimum=0, exclusive=True)
+    if not image_size_given and cfg["lr"] >= SUM_LOSS_LR_THRESHOLD:
+        cfg["image_size"] = DEFAULT_IMAGE_SIZE
+    cfg["image_size"] = _image_size(cfg["image_size"], source)
+
+    if cfg["loss_reduction"] is None:
+        cfg["loss_reduction"] = "sum" if cfg["lr"] < SUM_LOSS_LR_THRESHOLD else "mean"
+    _choice(cfg, "loss_reduction", source, LOSS_REDUCTIONS)
+    if cfg["lr_schedule"] is None:
+        cfg["lr_schedule"] = "constant" if cfg["lr"] < SUM_LOSS_LR_THRESHOLD else "poly"
+    _choice(cfg, "lr_schedule", source, LR_SCHEDULES)
 
 
 def _output_dir(name, source, name_max) -> None:

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from segtrain.data.classes import read_class_names
-from segtrain.config.load import DEFAULT_LR, DEFAULT_MODEL, DEFAULT_OPTIMIZER, KEYS, resolve
+from segtrain.config import recipe
+from segtrain.config.load import KEYS, resolve
 from segtrain.data.folder import check_sizes, find_splits
 from segtrain.errors import DatasetError, OutputError
 from segtrain.data.labels import DETECTION_SAMPLE, LOSSY_SUFFIXES, _sample, detect_decoder, read_mask
@@ -116,18 +117,7 @@ def plan(root: Path, class_names: list[str] | None = None, fallback: dict | None
             class_names = classes.names
 
     n_train = len(train) - (0 if valid else round(len(train) * KEYS["valid_fraction"][0]))
-    config = {  # segtrain's default recipe, written out so the user sees what to change
-        "model": DEFAULT_MODEL,
-        "max_iteration": 2000,
-        "interval_validate": 200,
-        "batch_size": max(1, min(8, n_train)),
-        "optimizer": DEFAULT_OPTIMIZER,
-        "lr": DEFAULT_LR[DEFAULT_OPTIMIZER],
-        "image_size": input_size(sizes),
-        "augment": True,
-        "n_workers": min(2, os.cpu_count() or 1),
-        "output_dir": DEFAULT_MODEL,
-    }
+    config = recipe.written_out(n_train, input_size(sizes), min(2, os.cpu_count() or 1))
     if class_names is not None:
         colors = classes.colors if classes is not None else None
         try:
