@@ -1,6 +1,7 @@
 """evaluate: a trained model's numbers on labelled images, counted exactly as validation counts
-them (same loader, same inference routine, native label resolution), so they equal a count over
-the masks that predict writes."""
+them (same batches, same inference routine, native label resolution), so they equal a count over
+the masks that predict writes. The model is a checkpoint or any file segtrain export writes, so a
+user can score the exact file that ships."""
 
 from __future__ import annotations
 
@@ -8,28 +9,33 @@ import json
 import math
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+
+from segtrain.config.load import KEYS
 from segtrain.data.classes import read_class_colors, read_class_names
-from segtrain.data.folder import check_sizes, find_pairs, inspect_root
+from segtrain.data.folder import SegmentationDataset, check_sizes, find_pairs, inspect_root
+from segtrain.data.labels import IGNORE
 from segtrain.errors import DatasetError
 from segtrain.data.labels import detect_decoder
-from segtrain.use.predict import write_atomic
-from segtrain.use.trained import TrainedModel, load_trained
-from segtrain.training.loop import make_criterion, make_eval_loader, validate
+from segtrain.evaluation.inference import class_map
+from segtrain.evaluation.metrics import confusion_matrix, scores
+from segtrain.use.predict import open_predictor, write_atomic
 
 
-def split_pairs(root: Path, trained: TrainedModel, split: str, log=print):
+def split_pairs(root: Path, predictor, source: Path, split: str, log=print):
     """(pairs, label decoder, description) of `split`: 'valid' and 'train' as training split ROOT
-    (the checkpoint's seed and valid_fraction hold out the same images), else a folder holding
+    (the model's seed and valid_fraction hold out the same images), else a folder holding
     images/ and labels/ (as given, or under ROOT)."""
-    cfg = {**trained.config, "batch_size": 1}  # batching rules of training do not apply here
+    cfg = model_config(predictor)
     names_file = root / "class_names.list"
-    if names_file.is_file() and read_class_names(names_file) != trained.class_names:
+    if names_file.is_file() and read_class_names(names_file) != predictor.class_names:
         raise DatasetError(
-            f"{names_file}: lists classes {read_class_names(names_file)}, but {trained.source} was trained on "
-            f"{trained.class_names}. Evaluate on data labelled with the model's classes."
+            f"{names_file}: lists classes {read_class_names(names_file)}, but {source} was trained on "
+            f"{predictor.class_names}. Evaluate on data labelled with the model's classes."
         )
     if split in ("valid", "train"):
-        spec = inspect_root(root, cfg, trained.class_names)
+        spec = inspect_root(root, {**cfg, "batch_size": 1}, predictor.class_names)  # training's batching rules do not apply
         pairs = spec.valid if split == "valid" else spec.train
         where = spec.valid_source if split == "valid" else f"{root} training images"
         return pairs, spec.decoder, where
@@ -41,23 +47,65 @@ def split_pairs(root: Path, trained: TrainedModel, split: str, log=print):
     pairs = find_pairs(folder / "images", folder / "labels", notes)
     for note in notes:
         log(note)
-    colors = read_class_colors(root / "class_colors.list", len(trained.class_names))
-    decoder = detect_decoder([p.label for p in pairs], trained.class_names, colors, cfg["ignore_index"],
+    colors = read_class_colors(root / "class_colors.list", len(predictor.class_names))
+    decoder = detect_decoder([p.label for p in pairs], predictor.class_names, colors, cfg["ignore_index"],
                              cfg["label_threshold"])
     return pairs, decoder, str(folder)
 
 
-def evaluate(root: Path, checkpoint: Path, split: str = "valid", device: str = "auto", log=print) -> dict:
-    """Scores of the checkpoint on a split: see `report` for the keys."""
+def model_config(predictor) -> dict:
+    """The training config of the model (files exported before it was embedded get the defaults)."""
+    return {**{key: default for key, (default, _) in KEYS.items()}, **predictor.config}
+
+
+def count(predictor, pairs, decoder) -> dict:
+    """Validation's count: batches of the training batch size (one image at a time at native size
+    when sizes differ), logits at each label's native size, one confusion matrix, per-image loss."""
+    cfg = model_config(predictor)
+    n = len(predictor.class_names)
+    dataset = SegmentationDataset(pairs, decoder, None, train=False)
+    batch_size = cfg["batch_size"] if cfg["image_size"] is not None or len(check_sizes(pairs)) == 1 else 1
+    hist, loss_total, loss_count = torch.zeros(n, n, dtype=torch.long), 0.0, 0
+
+    def flush(batch):
+        nonlocal hist, loss_total, loss_count
+        for one, mask in zip(predictor.logits([image for image, _ in batch]), [mask for _, mask in batch]):
+            one = torch.as_tensor(one)
+            mask = torch.from_numpy(mask).long().to(one.device)
+            hist = hist + confusion_matrix(mask, class_map(one, 0), n).cpu()
+            if (mask != IGNORE).any():  # a wholly ignored mask has no loss (mean would be NaN)
+                loss_total += float(F.cross_entropy(one[None].float(), mask[None], ignore_index=IGNORE,
+                                                    reduction=cfg["loss_reduction"] or "mean"))
+                loss_count += 1
+        batch.clear()
+
+    pending: list = []
+    for index in range(len(dataset)):
+        image, mask = dataset.load(index)
+        if pending and (len(pending) >= batch_size or predictor.batch_key(pending[0][0]) != predictor.batch_key(image)):
+            flush(pending)
+        pending.append((image, mask))
+    if pending:
+        flush(pending)
+    result = scores(hist)
+    result["loss"] = loss_total / loss_count if loss_count else math.nan
+    result["confusion_matrix"] = hist.tolist()
+    return result
+
+
+def score(predictor, root: Path, split: str, source: Path, log=print) -> dict:
+    """Scores of an open predictor (checkpoint or exported file) on a split: see `report`."""
     root = Path(root)
-    trained = load_trained(checkpoint, device, log)
-    pairs, decoder, where = split_pairs(root, trained, split, log)
-    log(f"evaluate: {checkpoint} ({trained.arch}) on {len(pairs)} image(s): {where}")
+    pairs, decoder, where = split_pairs(root, predictor, source, split, log)
+    log(f"evaluate: {source} on {len(pairs)} image(s): {where}")
     log(f"labels: {decoder.describe()}")
-    cfg = trained.config
-    loader = make_eval_loader(pairs, decoder, check_sizes(pairs), cfg, trained.device)
-    result, _ = validate(trained.model, loader, make_criterion(cfg), cfg, len(trained.class_names), trained.device, 0)
-    return report(result, trained.class_names, {"checkpoint": str(checkpoint), "split": where, "images": len(pairs)})
+    return report(count(predictor, pairs, decoder), predictor.class_names,
+                  {"checkpoint": str(source), "split": where, "images": len(pairs)})
+
+
+def evaluate(root: Path, checkpoint: Path, split: str = "valid", device: str = "auto", log=print) -> dict:
+    """Scores of a checkpoint or exported model file on a split: see `report` for the keys."""
+    return score(open_predictor(Path(checkpoint), device, log=log), root, split, Path(checkpoint), log)
 
 
 def _number(value: float):
