@@ -77,12 +77,18 @@ class RawInput(nn.Module):
         return F.interpolate(logits, size=[height, width], mode="bilinear", align_corners=False)
 
 
+def _spatial_dims(metadata: dict):
+    """Raw-input files resize inside, so they take small images too; normalised ones need 32 px for the backbone."""
+    low = 2 if metadata["input_kind"] == "raw" else 32
+    return torch.export.Dim("height", min=low, max=8192), torch.export.Dim("width", min=low, max=8192)
+
+
 def _onnx(module: nn.Module, example: torch.Tensor, path: Path, metadata: dict, log) -> bool:
     """Writes path; returns whether height and width are dynamic (batch always is)."""
     import onnx
 
     batch = torch.export.Dim("batch", min=1, max=1024)
-    height, width = torch.export.Dim("height", min=32, max=8192), torch.export.Dim("width", min=32, max=8192)
+    height, width = _spatial_dims(metadata)
     dynamic = True
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on its own internals mean nothing to a user
@@ -120,7 +126,7 @@ def _torchscript(module: nn.Module, example: torch.Tensor, path: Path, metadata:
 def _pt2(module: nn.Module, example: torch.Tensor, path: Path, metadata: dict, log) -> bool:
     """torch.export's program, any batch and size where the model allows, else the example's size."""
     batch = torch.export.Dim("batch", min=1, max=1024)
-    height, width = torch.export.Dim("height", min=32, max=8192), torch.export.Dim("width", min=32, max=8192)
+    height, width = _spatial_dims(metadata)
     dynamic = True
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -169,7 +175,7 @@ def verification_inputs(trained: TrainedModel, size: list[int], dynamic: bool, v
         transform = eval_transform(size)
         inputs.append((what, torch.stack([eval_input(image, transform) for image in images])))
     if dynamic:
-        odd = [s * 3 // 4 + 5 for s in size]
+        odd = [s * 3 // 4 + 5 if s * 3 // 4 + 5 >= 32 else s + 5 for s in size]  # not below the 32 px minimum
         inputs.append((f"random {odd[0]}x{odd[1]}", noise(1, 3, *odd)))
     return inputs
 
