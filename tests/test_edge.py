@@ -192,3 +192,23 @@ def test_using_a_model_never_imports_the_training_code():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+# Operators in torch 1.11 (the first with antialiased resizing) that a traced raw-input file may call.
+TORCH_1_OPS = {"_convolution", "_upsample_bilinear2d_aa", "upsample_bilinear2d", "add", "add_", "batch_norm", "clamp",
+               "div", "dropout", "max_pool2d", "relu", "relu_", "round", "size", "sub", "to", "mul", "sigmoid",
+               "hardsigmoid", "hardswish_", "adaptive_avg_pool2d"}
+
+
+@pytest.mark.parametrize("arch", ["fcn_resnet18", "lraspp_mobilenet_v3_large"])
+def test_raw_torchscript_calls_only_operators_torch_1_has(arch, tmp_path):
+    import re
+    import zipfile
+
+    ckpt = save_fresh_checkpoint(tmp_path / "m.pth.tar", arch, image_size=40)
+    result = export(ckpt, "torchscript", tmp_path / "m.pt", raw_input=True, log=lambda *a: None)
+    assert result["dynamic_size"] and result["argmax_agreement"] >= 0.999  # verified at a second size too
+    with zipfile.ZipFile(tmp_path / "m.pt") as archive:
+        code = "".join(archive.read(n).decode() for n in archive.namelist() if n.endswith(".py"))
+    called = set(re.findall(r"torch\.([A-Za-z_0-9]+)\(", code))
+    assert called and called <= TORCH_1_OPS, called - TORCH_1_OPS
