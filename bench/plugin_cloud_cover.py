@@ -5,7 +5,8 @@ Trains segtrain's default recipe on ../shared/data/swimseg/train (or takes --che
 it with `--raw-input --format torchscript`, then runs the plugin's lines unchanged on every
 swimseg valid/ image (the real held-out set is never seen by this project; valid/ stands in) and
 compares the cloud fraction with the label's. The same lines on the normalised-input export
-show the failure the issue describes. cv2.resize is used when OpenCV is installed, else Pillow's
+show the failure the issue describes; `segtrain predict`'s cloud fraction from the checkpoint
+itself (full image, no plugin) separates the model's own error from the plugin path's. cv2.resize is used when OpenCV is installed, else Pillow's
 bilinear resize stands in (OpenCV is no segtrain dependency).
 
     .venv/bin/python bench/plugin_cloud_cover.py --quick          # a short training run
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from common import SHARED_DATA, median, parser, report, scratch_root, table  # first: segtrain sets up OpenMP before torch loads
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -28,6 +30,7 @@ from PIL import Image
 from segtrain.config.load import resolve
 from segtrain.training.loop import train
 from segtrain.use.export import export
+from segtrain.use.trained import TorchPredictor, load_trained
 
 
 def quiet(*args, **kwargs) -> None:
@@ -65,6 +68,7 @@ def main() -> None:
     p.add_argument("--checkpoint", type=Path, help="a segtrain checkpoint (default: train one here)")
     p.add_argument("--data", type=Path, default=SHARED_DATA / "swimseg")
     p.add_argument("--iterations", type=int, default=None, help="training iterations (default 1000; --quick 250)")
+    p.add_argument("--save-checkpoint", type=Path, help="keep the model trained here at this path")
     args = p.parse_args()
     iterations = args.iterations or (250 if args.quick else 1000)
     load_start = os.getloadavg()[0]
@@ -79,6 +83,8 @@ def main() -> None:
             train(root, cfg, log=quiet)
             checkpoint = root / "MODEL-plugin" / "model_best.pth.tar"
         minutes = (time.perf_counter() - start) / 60
+        if args.save_checkpoint and not args.checkpoint:
+            shutil.copyfile(checkpoint, args.save_checkpoint)
         valid = args.data / "valid"
         files = {"raw-input": work / "raw.pt", "normalised": work / "normalised.pt"}
         verified = export(checkpoint, "torchscript", files["raw-input"], raw_input=True, verify_on=valid / "images",
@@ -86,6 +92,8 @@ def main() -> None:
         export(checkpoint, "torchscript", files["normalised"], log=quiet)
         truth, covers, seconds = [], {name: [] for name in files}, []
         plugins = {name: Plugin(path) for name, path in files.items()}
+        reference = TorchPredictor(load_trained(checkpoint, "cpu", quiet))
+        covers["checkpoint (segtrain predict)"] = []
         for path in sorted((valid / "images").iterdir()):
             image = np.asarray(Image.open(path).convert("RGB"))
             label = np.asarray(Image.open(valid / "labels" / f"{path.stem}.png"))
@@ -95,14 +103,15 @@ def main() -> None:
                 covers[name].append(plugin.cloud_cover(image))
                 if name == "raw-input":
                     seconds.append(time.perf_counter() - begin)
+            covers["checkpoint (segtrain predict)"].append(float((reference.masks([image])[0] == 1).mean()))
     truth = np.asarray(truth)
     rows, raw = [], {"truth": truth.tolist(), "load_start": load_start}
-    for name in files:
+    for name in covers:
         error = np.abs(np.asarray(covers[name]) - truth)
-        rows.append([f"{name} TorchScript", f"{error.mean():.4f}", f"{np.median(error):.4f}", f"{error.max():.4f}",
+        rows.append([f"{name} TorchScript" if name in files else name, f"{error.mean():.4f}", f"{np.median(error):.4f}", f"{error.max():.4f}",
                      f"{np.mean(covers[name]):.3f}"])
         raw[name] = covers[name]
-    text = table(["file given to the plugin", "cloud-cover MAE", "median error", "max error", "mean cover"], rows)
+    text = table(["model given to the plugin", "cloud-cover MAE", "median error", "max error", "mean cover"], rows)
     text += (f"\n\n{len(truth)} images of {valid} (mean true cover {truth.mean():.3f}); the plugin's lines at 256 px, "
              f"{1 / median(seconds):.1f} img/s with the raw-input file. Model: "
              f"{'--checkpoint ' + str(args.checkpoint) if args.checkpoint else f'segtrain defaults, {iterations} iterations ({minutes:.1f} min)'}; "

@@ -109,24 +109,15 @@ def _onnx(module: nn.Module, example: torch.Tensor, path: Path, metadata: dict, 
 
 
 def _torchscript(module: nn.Module, example: torch.Tensor, path: Path, metadata: dict, log) -> bool:
-    """Scripted (any input size) where the model allows, else traced at the example's size.
-
-    Raw-input files are traced: they are the file for nodes on torch 1.x, and a scripted file
-    carries every branch of F.interpolate, including operators torch 1.x lacks (lanczos,
-    nearest-exact), while a trace holds only the operators that run (all in torch 1.11). The trace
-    keeps batch, size and dtype dynamic: verification runs it at a second size."""
-    dynamic = True
+    """Traced, not scripted: edge nodes run torch 1.x, and a scripted file carries every branch of
+    F.interpolate, including operators torch 1.x lacks (torch 1.13 refuses it: "Unknown builtin op:
+    aten::_upsample_lanczos2d_aa"), while a trace holds only the operators that run, all in torch
+    1.11. Batch, size and (raw input) dtype stay dynamic; verification runs a second size."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript's deprecation notice; it remains the file edge nodes can load
-        try:
-            compiled = (torch.jit.trace(module, example, check_trace=False) if metadata["input_kind"] == "raw"
-                        else torch.jit.script(module))
-        except Exception as e:
-            log(f"note: scripting failed ({type(e).__name__}); tracing at {example.shape[2]}x{example.shape[3]}.")
-            compiled = torch.jit.trace(module, example)
-            dynamic = False
+        compiled = torch.jit.trace(module, example, check_trace=False)
         torch.jit.save(compiled, str(path), _extra_files={EXTRA_FILE: json.dumps(metadata)})
-    return dynamic
+    return True
 
 
 def _pt2(module: nn.Module, example: torch.Tensor, path: Path, metadata: dict, log) -> bool:
