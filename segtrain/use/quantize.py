@@ -46,7 +46,9 @@ def quantize(fp32: Path, int8: Path, calibration, work: Path) -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = work / "prepared.onnx"
-    quant_pre_process(str(fp32), str(prepared))  # shape inference and folding, as onnxruntime recommends
+    # ONNX shape inference and folding, as onnxruntime recommends; its symbolic shape inference
+    # (meant for transformers) gives up on LR-ASPP's dynamic-size pooling branch
+    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
     quantize_static(str(prepared), str(int8), calibration, quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"])
     source = {p.key: p.value for p in onnx.load(str(fp32), load_external_data=False).metadata_props}
