@@ -60,6 +60,7 @@ EPILOG_PLOT = """examples:
 EPILOG_EVALUATE = """examples:
   segtrain evaluate ~/clouds --checkpoint ~/clouds/MODEL-fcn_resnet18/model_best.pth.tar
   segtrain evaluate ~/clouds --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --split test --json test.json
+  segtrain evaluate ~/clouds --checkpoint cloud-int8.onnx     # score the exact exported file that ships
 """
 
 EPILOG_PREDICT = """examples:
@@ -70,6 +71,8 @@ EPILOG_PREDICT = """examples:
 EPILOG_EXPORT = """examples:
   segtrain export --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --format onnx --out cloud.onnx
   segtrain export --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --format torchscript --out cloud.pt
+  segtrain export --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --format torchscript --raw-input --out plugin.pt
+  segtrain export --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --format onnx --int8 --calibrate-on ~/clouds --out cloud-int8.onnx
 """
 
 EPILOG_CHECK = "example:\n  segtrain check ~/clouds   # counts, sizes, label encoding, pixel share per class, problems"
@@ -106,7 +109,8 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
 
 def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("root", type=Path, help="data folder (as for train)")
-    p.add_argument("--checkpoint", type=Path, required=True, help="model_best.pth.tar or checkpoint.pth.tar of a run")
+    p.add_argument("--checkpoint", type=Path, required=True,
+                   help="model_best.pth.tar or checkpoint.pth.tar of a run, or any file segtrain export wrote")
     p.add_argument("--split", default="valid",
                    help="'valid' (default: the images validation used), 'train', or a folder with images/ and labels/")
     p.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
@@ -115,7 +119,8 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
 
 def _predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", type=Path, help="an image or a folder of images")
-    p.add_argument("--checkpoint", type=Path, required=True, help="a segtrain checkpoint or an exported .onnx file")
+    p.add_argument("--checkpoint", type=Path, required=True,
+                   help="a segtrain checkpoint, or any file segtrain export wrote (.onnx, .pt, .pt2)")
     p.add_argument("--out", type=Path, required=True, help="output folder: NAME.png masks and summary.csv")
     p.add_argument("--overlay", action="store_true", help="also write NAME_overlay.jpg, the classes over the image")
     p.add_argument("--tile", type=int, help="sliding-window inference with tiles of this many pixels (model input)")
@@ -127,12 +132,20 @@ def _predict_arguments(p: argparse.ArgumentParser) -> None:
 
 def _export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, required=True, help="model_best.pth.tar or checkpoint.pth.tar of a run")
-    p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
-    p.add_argument("--out", type=Path, required=True, help="file to write (.onnx or .pt)")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript", "pt2"])
+    p.add_argument("--out", type=Path, required=True, help="file to write (.onnx, .pt or .pt2)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                    help="example input size (default: the training image_size)")
     p.add_argument("--verify-on", type=Path, help="images (file or folder) to verify on besides random inputs "
                    "(default: synthetic sky images)")
+    p.add_argument("--raw-input", action="store_true", help="the file takes RGB 0..255 at any size and resizes and "
+                   "normalises inside (what the Waggle cloud-cover plugin feeds)")
+    p.add_argument("--int8", action="store_true", help="ONNX only: static INT8 quantisation for CPUs (needs --calibrate-on)")
+    p.add_argument("--calibrate-on", type=Path, metavar="ROOT",
+                   help="data folder the model was trained on: INT8 calibrates on its training images and is "
+                   "measured on its validation split")
+    p.add_argument("--max-iou-drop", type=float, default=0.01,
+                   help="refuse the INT8 file when mean IoU on the validation split drops by more (default 0.01)")
 
 
 def _download_arguments(p: argparse.ArgumentParser) -> None:
@@ -162,7 +175,8 @@ def _predict(a) -> None:
 def _export(a) -> None:
     from segtrain.use.export import export
 
-    export(a.checkpoint, a.format, a.out, a.size, a.verify_on)
+    export(a.checkpoint, a.format, a.out, a.size, a.verify_on, raw_input=a.raw_input, int8=a.int8,
+           calibrate_on=a.calibrate_on, max_iou_drop=a.max_iou_drop)
 
 
 def _download(a) -> None:
@@ -181,7 +195,7 @@ COMMANDS = {
                  lambda a: commands.evaluate(a.root, a.checkpoint, a.split, a.device, a.json)),
     "predict": ("write class masks (and overlays, class fractions) for images", EPILOG_PREDICT, _predict_arguments,
                 _predict),
-    "export": ("export a checkpoint to ONNX or TorchScript for edge devices", EPILOG_EXPORT, _export_arguments,
+    "export": ("export a checkpoint to ONNX, TorchScript or torch.export for edge devices", EPILOG_EXPORT, _export_arguments,
                _export),
     "init": ("inspect a data folder and write a starter config.list and class_names.list", EPILOG_INIT,
              lambda p: p.add_argument("root", type=Path, help="data folder with train/images + train/labels "

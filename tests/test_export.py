@@ -66,3 +66,17 @@ def test_failed_export_keeps_an_existing_file(tmp_path):
     assert result.returncode == 1 and "at least 32" in result.stderr and "Traceback" not in result.stderr
     assert (tmp_path / "m.onnx").read_bytes() == b"earlier export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "native.pth.tar"]  # no temp file left
+
+
+def test_pt2_parity_and_metadata(tmp_path):
+    ckpt = save_fresh_checkpoint(tmp_path / "m.pth.tar", "lraspp_mobilenet_v3_large", image_size=40)
+    result = export(ckpt, "pt2", tmp_path / "m.pt2")
+    assert result["argmax_agreement"] >= 0.999 and result["dynamic_size"]
+    extra = {"segtrain.json": ""}
+    program = torch.export.load(str(tmp_path / "m.pt2"), extra_files=extra)  # how a torch 2.x consumer loads it
+    meta = json.loads(extra["segtrain.json"])
+    assert meta["input_kind"] == "normalized" and meta["class_names"] == ["sky", "cloud"]
+    x = torch.randn(3, 3, 56, 48, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        out = program.module()(x).numpy()
+    assert np.abs(out - eager_logits(ckpt, x)).max() < 1e-4

@@ -36,37 +36,54 @@ def make_eval_loader(pairs, decoder, sizes: set, image_size: list[int] | None, b
                       worker_init_fn=interrupt.ignore_in_worker)
 
 
+def count(batches, logits_of, criterion: nn.Module, n_classes: int, device: torch.device,
+          collect: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[int, np.ndarray]]]:
+    """The one count behind validation and evaluate: (confusion matrix, loss sum, images with a
+    loss, the first `collect` predictions as (index, class map)). batches yields (inputs, masks,
+    dataset indices); logits_of(inputs, mask sizes) gives each image's logits at its mask's size
+    (a model through native_logits, or an exported file's predictor). Sums stay on the device
+    and are read once at the end: no wait for a GPU per image."""
+    hist = torch.zeros(n_classes, n_classes, dtype=torch.long, device=device)
+    loss_total = torch.zeros((), dtype=torch.float64, device=device)
+    loss_count = torch.zeros((), dtype=torch.long, device=device)
+    shown: list[tuple[int, np.ndarray]] = []
+    for inputs, masks, indices in batches:
+        logits = logits_of(inputs, [tuple(m.shape) for m in masks])
+        for one, mask, index in zip(logits, masks, indices):
+            one = torch.as_tensor(one).to(device)
+            mask = torch.as_tensor(mask).to(device, torch.long, non_blocking=True)
+            pred = class_map(one, 0)
+            hist += confusion_matrix(mask, pred, n_classes)
+            labelled = (mask != IGNORE).any()  # a wholly ignored mask has no loss (mean would be NaN)
+            loss_total += torch.where(labelled, criterion(one[None].float(), mask[None]), 0.0)
+            loss_count += labelled
+            if len(shown) < collect:
+                shown.append((index, pred.to(torch.uint8).cpu().numpy()))
+    return hist, loss_total, loss_count, shown
+
+
+def summarize(hist: torch.Tensor, loss_total: float, loss_count: int) -> dict:
+    """scores() of the confusion matrix plus the mean per-image "loss" and the matrix itself."""
+    result = scores(hist)
+    result["loss"] = loss_total / loss_count if loss_count else math.nan
+    result["confusion_matrix"] = hist.cpu().tolist()
+    return result
+
+
 def validate(model: nn.Module, loader: DataLoader, criterion: nn.Module, n_classes: int, device: torch.device, *,
              amp: bool = False, channels_last: bool = False, collect: int = 0,
              ctx: distributed.Context = distributed.Context()) -> tuple[dict, list[tuple[int, np.ndarray]]]:
-    """scores() of the whole set plus "loss" and "confusion_matrix"; and the predictions of the
-    first `collect` samples as (dataset index, class map), for the visualization tiles."""
+    """summarize() of the whole set, and the predictions of the first `collect` samples (for the
+    visualization tiles). Under torchrun each rank counts its share and the counts are summed."""
     distributed.sync_buffers(model, ctx)
     model = distributed.unwrap(model)  # no collectives inside: ranks may run different batch counts
     was_training = model.training
     model.eval()
-    hist = torch.zeros(n_classes, n_classes, dtype=torch.long, device=device)
-    # Sums stay on the device and are read once at the end: no wait for the GPU per image.
-    loss_total = torch.zeros((), dtype=torch.float64, device=device)
-    loss_count = torch.zeros((), dtype=torch.long, device=device)
-    shown: list[tuple[int, np.ndarray]] = []
     with torch.inference_mode(), batches_of(loader) as batches:
-        for images, masks, indices in batches:
-            logits = native_logits(model, images, [m.shape for m in masks], amp, channels_last)
-            for one, mask, index in zip(logits, masks, indices):
-                mask = mask.to(device, non_blocking=True)
-                pred = class_map(one, 0)
-                hist += confusion_matrix(mask, pred, n_classes)
-                labelled = (mask != IGNORE).any()  # a wholly ignored mask has no loss (mean would be NaN)
-                loss_total += torch.where(labelled, criterion(one[None], mask[None]), 0.0)
-                loss_count += labelled
-                if len(shown) < collect:
-                    shown.append((index, pred.to(torch.uint8).cpu().numpy()))
+        hist, loss_total, loss_count, shown = count(
+            batches, lambda images, sizes: native_logits(model, images, sizes, amp, channels_last), criterion,
+            n_classes, device, collect)
     model.train(was_training)
     distributed.all_reduce_sum(hist, ctx)
     loss_sums = distributed.all_reduce_sum(torch.stack([loss_total, loss_count.double()]), ctx)
-    total, count = float(loss_sums[0]), int(loss_sums[1])
-    result = scores(hist)
-    result["loss"] = total / count if count else math.nan
-    result["confusion_matrix"] = hist.cpu().tolist()
-    return result, shown
+    return summarize(hist, float(loss_sums[0]), int(loss_sums[1])), shown

@@ -1,6 +1,7 @@
 """evaluate: a trained model's numbers on labelled images, counted exactly as validation counts
-them (same loader, same inference routine, native label resolution), so they equal a count over
-the masks that predict writes."""
+them (same batches, same inference routine, native label resolution), so they equal a count over
+the masks that predict writes. The model is a checkpoint or any file segtrain export writes, so a
+user can score the exact file that ships."""
 
 from __future__ import annotations
 
@@ -8,29 +9,31 @@ import json
 import math
 from pathlib import Path
 
+import torch
+
+from segtrain.config.load import KEYS
 from segtrain.data.classes import read_class_colors, read_class_names
-from segtrain.data.folder import check_sizes, find_pairs, inspect_root
+from segtrain.data.folder import SegmentationDataset, check_sizes, find_pairs, inspect_root
 from segtrain.errors import DatasetError
 from segtrain.data.labels import detect_decoder
-from segtrain.outputs.atomic import atomic_open
-from segtrain.use.trained import TrainedModel, load_trained
-from segtrain.evaluation.validation import make_eval_loader, validate
+from segtrain.evaluation.validation import count as count_batches, summarize
 from segtrain.models.losses import build_loss
+from segtrain.use.predict import open_predictor, write_atomic
 
 
-def split_pairs(root: Path, trained: TrainedModel, split: str, log=print):
+def split_pairs(root: Path, predictor, source: Path, split: str, log=print):
     """(pairs, label decoder, description) of `split`: 'valid' and 'train' as training split ROOT
-    (the checkpoint's seed and valid_fraction hold out the same images), else a folder holding
+    (the model's seed and valid_fraction hold out the same images), else a folder holding
     images/ and labels/ (as given, or under ROOT)."""
-    cfg = trained.config
+    cfg = model_config(predictor)
     names_file = root / "class_names.list"
-    if names_file.is_file() and read_class_names(names_file) != trained.class_names:
+    if names_file.is_file() and read_class_names(names_file) != predictor.class_names:
         raise DatasetError(
-            f"{names_file}: lists classes {read_class_names(names_file)}, but {trained.source} was trained on "
-            f"{trained.class_names}. Evaluate on data labelled with the model's classes."
+            f"{names_file}: lists classes {read_class_names(names_file)}, but {source} was trained on "
+            f"{predictor.class_names}. Evaluate on data labelled with the model's classes."
         )
     if split in ("valid", "train"):
-        spec = inspect_root(root, cfg, trained.class_names)
+        spec = inspect_root(root, cfg, predictor.class_names)
         pairs = spec.valid if split == "valid" else spec.train
         where = spec.valid_source if split == "valid" else f"{root} training images"
         return pairs, spec.decoder, where
@@ -42,26 +45,56 @@ def split_pairs(root: Path, trained: TrainedModel, split: str, log=print):
     pairs = find_pairs(folder / "images", folder / "labels", notes)
     for note in notes:
         log(note)
-    colors = read_class_colors(root / "class_colors.list", len(trained.class_names))
-    decoder = detect_decoder([p.label for p in pairs], trained.class_names, colors, cfg["ignore_index"],
+    colors = read_class_colors(root / "class_colors.list", len(predictor.class_names))
+    decoder = detect_decoder([p.label for p in pairs], predictor.class_names, colors, cfg["ignore_index"],
                              cfg["label_threshold"])
     return pairs, decoder, str(folder)
 
 
-def evaluate(root: Path, checkpoint: Path, split: str = "valid", device: str = "auto", log=print) -> dict:
-    """Scores of the checkpoint on a split: see `report` for the keys."""
+def model_config(predictor) -> dict:
+    """The training config of the model (files exported before it was embedded get the defaults)."""
+    return {**{key: default for key, (default, _) in KEYS.items()}, **predictor.config}
+
+
+def count(predictor, pairs, decoder) -> dict:
+    """Validation's count (evaluation/validation.py) of the predictor's logits: batches of the
+    training batch size (one image at a time at native size when sizes differ), logits at each
+    label's native size, the run's own loss."""
+    cfg = model_config(predictor)
+    dataset = SegmentationDataset(pairs, decoder, None, train=False)
+    batch_size = cfg["batch_size"] if cfg["image_size"] is not None or len(check_sizes(pairs)) == 1 else 1
+
+    def batches():
+        pending: list[int] = []
+        for index in range(len(dataset)):
+            image, mask = dataset.load(index)
+            if pending and (len(pending) >= batch_size or predictor.batch_key(pending[0][0]) != predictor.batch_key(image)):
+                yield [i for i, _ in pending], [m for _, m in pending], list(range(len(pending)))
+                pending = []
+            pending.append((image, mask))
+        if pending:
+            yield [i for i, _ in pending], [m for _, m in pending], list(range(len(pending)))
+
+    criterion = build_loss(cfg, predictor.class_names)
+    with torch.inference_mode():
+        hist, loss_total, loss_count, _ = count_batches(batches(), lambda images, sizes: predictor.logits(images),
+                                                        criterion, len(predictor.class_names), torch.device("cpu"))
+    return summarize(hist, float(loss_total), int(loss_count))
+
+
+def score(predictor, root: Path, split: str, source: Path, log=print) -> dict:
+    """Scores of an open predictor (checkpoint or exported file) on a split: see `report`."""
     root = Path(root)
-    trained = load_trained(checkpoint, device, log)
-    pairs, decoder, where = split_pairs(root, trained, split, log)
-    log(f"evaluate: {checkpoint} ({trained.arch}) on {len(pairs)} image(s): {where}")
+    pairs, decoder, where = split_pairs(root, predictor, source, split, log)
+    log(f"evaluate: {source} on {len(pairs)} image(s): {where}")
     log(f"labels: {decoder.describe()}")
-    cfg = trained.config
-    loader = make_eval_loader(pairs, decoder, check_sizes(pairs), cfg["image_size"], cfg["batch_size"], cfg["n_workers"],
-                              trained.device)
-    criterion = build_loss(cfg, trained.class_names)
-    result, _ = validate(trained.model, loader, criterion, len(trained.class_names), trained.device,
-                         amp=cfg["amp"], channels_last=cfg["channels_last"])
-    return report(result, trained.class_names, {"checkpoint": str(checkpoint), "split": where, "images": len(pairs)})
+    return report(count(predictor, pairs, decoder), predictor.class_names,
+                  {"checkpoint": str(source), "split": where, "images": len(pairs)})
+
+
+def evaluate(root: Path, checkpoint: Path, split: str = "valid", device: str = "auto", log=print) -> dict:
+    """Scores of a checkpoint or exported model file on a split: see `report` for the keys."""
+    return score(open_predictor(Path(checkpoint), device, log=log), root, split, Path(checkpoint), log)
 
 
 def _number(value: float):
@@ -101,5 +134,4 @@ def format_table(numbers: dict) -> str:
 
 
 def write_json(numbers: dict, path: Path) -> None:
-    with atomic_open(Path(path), "w") as f:
-        f.write(json.dumps(numbers, indent=2) + "\n")
+    write_atomic(Path(path), lambda f: f.write((json.dumps(numbers, indent=2) + "\n").encode("utf-8")))

@@ -1,8 +1,9 @@
 """predict: images in; per image an index mask (palette PNG at native size), optionally a colour
 overlay JPEG, and one summary.csv row of class fractions out.
 
-The model is a segtrain checkpoint (PyTorch) or an exported .onnx file (onnxruntime only; this
-module imports torch only for checkpoints, so a node without PyTorch can predict).
+The model is a segtrain checkpoint (PyTorch) or any file segtrain export writes (.onnx runs on
+onnxruntime only; this module imports torch only for the other kinds, so a node without PyTorch
+can predict with an ONNX file).
 """
 
 from __future__ import annotations
@@ -32,12 +33,10 @@ def open_predictor(model_path: Path, device: str = "auto", tile: int | None = No
     overlap = tile // 4 if tile is not None and overlap is None else (overlap or 0)
     if tile is not None and not 0 <= overlap < tile:
         raise ConfigError(f"--overlap {overlap}: must be at least 0 and smaller than --tile {tile}.")
-    if Path(model_path).suffix.lower() == ".onnx":
-        from segtrain.use.onnx_predictor import OnnxPredictor
+    from segtrain.use.exported import ExportedPredictor, exported_kind
 
-        if not Path(model_path).is_file():
-            raise ConfigError(f"{model_path}: ONNX file not found. Check the --checkpoint path.")
-        return OnnxPredictor(Path(model_path), tile, overlap)
+    if exported_kind(Path(model_path)) is not None:
+        return ExportedPredictor(Path(model_path), tile, overlap)
     from segtrain.use.trained import TorchPredictor, load_trained
 
     return TorchPredictor(load_trained(Path(model_path), device, log), tile, overlap)
@@ -150,12 +149,9 @@ def predict(source: Path, model_path: Path, out_dir: Path, overlay_jpeg: bool = 
             log(f"predict: {len(rows)}/{len(inputs)} images ({len(rows) / max(now - start, 1e-9):.1f} img/s)")
             last = now
 
-    def input_shape(image):
-        return tuple(predictor.image_size) if predictor.image_size is not None else image.shape[:2]
-
     for path, rel in inputs:
         image = read_image(path)
-        if pending and (len(pending) >= batch_size or input_shape(pending[0][1]) != input_shape(image)):
+        if pending and (len(pending) >= batch_size or predictor.batch_key(pending[0][1]) != predictor.batch_key(image)):
             flush()
         pending.append((rel, image))
     flush()

@@ -41,8 +41,16 @@ class TrainedModel:
     def image_size(self) -> list[int] | None:
         return self.config["image_size"]
 
-    def metadata(self) -> dict:
-        """What a consumer of an exported model needs: embedded in ONNX and TorchScript files."""
+    def metadata(self, raw_input: bool = False) -> dict:
+        """What a consumer of an exported model needs: embedded in ONNX, TorchScript and .pt2 files.
+        "input_kind" tells which preprocessing the file expects; "config" lets evaluate find the
+        validation split the model was trained with."""
+        if raw_input:
+            expects = ("float32 (TorchScript: also uint8) NCHW RGB in 0..255 at any size; resizing to image_size "
+                       "(bilinear, antialiased), /255, minus mean, divided by std happen inside")
+        else:
+            expects = ("float32 NCHW RGB: pixel/255, minus mean, divided by std; resized to image_size "
+                       "(bilinear, antialiased) unless image_size is null")
         return {
             "format": "segtrain-segmentation-v1",
             "segtrain_version": __version__,
@@ -53,9 +61,10 @@ class TrainedModel:
             "std": list(self.normalization["std"]),
             "image_size": self.image_size,
             "batch_size": self.config["batch_size"],
-            "input": "float32 NCHW RGB: pixel/255, minus mean, divided by std; resized to image_size "
-                     "(bilinear, antialiased) unless image_size is null",
+            "input_kind": "raw" if raw_input else "normalized",
+            "input": expects,
             "output": "float32 logits NCHW at the input's size; resize bilinearly to the image's size, then argmax",
+            "config": self.config,
         }
 
 
@@ -99,10 +108,21 @@ class TorchPredictor:
         self.tile, self.overlap = tile, overlap
         self.transform = eval_transform(trained.image_size)
 
-    def masks(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """HxW uint8 class indices per HxWx3 uint8 image; the images share one model-input shape."""
+    @property
+    def config(self) -> dict:
+        return self.trained.config
+
+    def batch_key(self, image: np.ndarray) -> tuple:
+        """Images with the same key share a batch: the model input's shape."""
+        return tuple(self.image_size) if self.image_size is not None else image.shape[:2]
+
+    def logits(self, images: list[np.ndarray]) -> list[torch.Tensor]:
+        """Per HxWx3 uint8 image, float32 logits (C, H, W) at its native size; the images share one batch_key."""
         cfg = self.trained.config
         batch = torch.stack([eval_input(image, self.transform) for image in images])
-        logits = native_logits(self.trained.model, batch, [image.shape[:2] for image in images], cfg["amp"],
-                               cfg["channels_last"], self.tile, self.overlap)
-        return [class_map(one, 0).to(torch.uint8).cpu().numpy() for one in logits]
+        return native_logits(self.trained.model, batch, [image.shape[:2] for image in images], cfg["amp"],
+                             cfg["channels_last"], self.tile, self.overlap)
+
+    def masks(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """HxW uint8 class indices per HxWx3 uint8 image."""
+        return [class_map(one, 0).to(torch.uint8).cpu().numpy() for one in self.logits(images)]

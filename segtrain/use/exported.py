@@ -1,0 +1,168 @@
+"""Masks from any file `segtrain export` writes: ONNX (fp32 or INT8), TorchScript (.pt) or
+torch.export (.pt2), with raw or normalised input, so predict and evaluate score the exact file
+that ships.
+
+The metadata embedded in the file says which preprocessing it expects ("input_kind"):
+- "normalized": the checkpoint's input. This module follows the checkpoint path step for step:
+  resize to the embedded image size (Pillow's antialiased bilinear, which torchvision's
+  antialiased resize reproduces to within one grey level on rare pixels), normalise, run, resize
+  the logits back bilinearly (as torch's `interpolate(align_corners=False)`), argmax.
+- "raw": RGB 0..255 at the image's own size; resizing, normalisation and resizing the logits back
+  happen inside the file, so the image goes in as it is.
+
+ONNX files run on onnxruntime alone: PyTorch is imported only for TorchScript and .pt2 files.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from segtrain.errors import CheckpointError, ConfigError
+from segtrain.evaluation.tiling import sliding_window
+
+METADATA_KEY = "segtrain"  # the ONNX metadata_props entry (and TorchScript/.pt2 extra file stem) holding JSON
+EXTRA_FILE = f"{METADATA_KEY}.json"
+KINDS = ("onnx", "torchscript", "pt2")
+
+
+def _axis(n_in: int, n_out: int):
+    """Source indices and weights of torch's bilinear resize with align_corners=False, no antialias."""
+    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    low = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    high = np.minimum(low + 1, n_in - 1)
+    frac = (src - low).astype(np.float32)
+    return low, high, 1 - frac, frac
+
+
+def resize_logits(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(C, h, w) -> (C, H, W), bilinear."""
+    if logits.shape[-2:] == tuple(size):
+        return logits
+    y0, y1, wy0, wy1 = _axis(logits.shape[1], size[0])
+    x0, x1, wx0, wx1 = _axis(logits.shape[2], size[1])
+    rows = logits[:, y0, :] * wy0[:, None] + logits[:, y1, :] * wy1[:, None]
+    return rows[:, :, x0] * wx0 + rows[:, :, x1] * wx1
+
+
+def exported_kind(path: Path) -> str | None:
+    """"onnx", "torchscript" or "pt2" for a file segtrain export writes; None for anything else
+    (a checkpoint). TorchScript is recognised by its embedded metadata, not its suffix, because
+    checkpoints are zip archives too."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".onnx", ".pt2"):
+        return suffix[1:]
+    if path.is_file() and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if any(name.endswith(f"/extra/{EXTRA_FILE}") for name in archive.namelist()):
+                return "torchscript"
+    return None
+
+
+def _unloadable(path: Path, kind: str, error: Exception) -> CheckpointError:
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return CheckpointError(f"{path}: cannot load this {kind} file ({first}). "
+                           f"Export it again with segtrain export --format {kind}.")
+
+
+def _onnx_runner(path: Path):
+    import onnxruntime as ort
+
+    try:
+        # CUDA when this onnxruntime build has it; other providers need per-model setup
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+        session = ort.InferenceSession(str(path), providers=providers)
+    except Exception as e:  # onnxruntime raises its own exception types for unreadable files
+        raise _unloadable(path, "onnx", e) from None
+    name = session.get_inputs()[0].name
+    return session.get_modelmeta().custom_metadata_map.get(METADATA_KEY), \
+        lambda batch: session.run(None, {name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+
+def _torch_runner(path: Path, kind: str):
+    """A TorchScript or .pt2 file runs the graph stored in it (no Python code, no pickles)."""
+    import torch
+
+    extra = {EXTRA_FILE: ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit's deprecation notice
+            if kind == "torchscript":
+                module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+            else:
+                module = torch.export.load(str(path), extra_files=extra).module()
+    except Exception as e:
+        raise _unloadable(path, kind, e) from None
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).numpy()
+
+    return extra[EXTRA_FILE] or None, run
+
+
+def open_exported(path: Path, kind: str | None = None):
+    """(metadata dict, run: float32 NCHW batch -> logits) of an exported file."""
+    path = Path(path)
+    kind = kind or exported_kind(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: exported model file not found. Check the --checkpoint path.")
+    raw, run = _onnx_runner(path) if kind == "onnx" else _torch_runner(path, kind)
+    if raw is None:
+        raise CheckpointError(f"{path}: a {kind} model without segtrain's metadata (class names, "
+                              f"normalisation, input size). Export it with segtrain export --format {kind}.")
+    return json.loads(raw), run
+
+
+class ExportedPredictor:
+    def __init__(self, path: Path, tile: int | None = None, overlap: int = 0, kind: str | None = None):
+        meta, self.run = open_exported(path, kind)
+        self.metadata = meta
+        self.class_names = meta["class_names"]
+        self.class_colors = meta["class_colors"]
+        self.image_size = meta["image_size"]
+        self.raw_input = meta.get("input_kind") == "raw"
+        self.config = meta.get("config", {})
+        self.mean = np.asarray(meta["mean"], dtype=np.float32)[:, None, None]
+        self.std = np.asarray(meta["std"], dtype=np.float32)[:, None, None]
+        self.batch_size = meta.get("batch_size", 1)
+        if tile is not None and self.raw_input:
+            raise ConfigError(f"--tile {tile}: {path} is a raw-input export, which resizes whole images itself; "
+                              "drop --tile, or export without --raw-input to predict in tiles.")
+        self.tile, self.overlap = tile, overlap
+
+    def batch_key(self, image: np.ndarray) -> tuple:
+        """Images with the same key share a batch: the model input's shape."""
+        return tuple(self.image_size) if self.image_size is not None and not self.raw_input else image.shape[:2]
+
+    def model_input(self, image: np.ndarray) -> np.ndarray:
+        """What the file expects for an HxWx3 uint8 image: see the module's docstring."""
+        if self.raw_input:
+            return image.transpose(2, 0, 1).astype(np.float32)
+        if self.image_size is not None:
+            height, width = self.image_size
+            image = np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
+        chw = image.transpose(2, 0, 1).astype(np.float32) / 255
+        return (chw - self.mean) / self.std
+
+    def logits(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Per image, float32 logits (C, H, W) at its native size."""
+        batch = np.stack([self.model_input(image) for image in images])
+        if self.tile is None:
+            logits = self.run(batch)
+        else:
+            def zeros(shape):
+                return np.zeros(shape, dtype=np.float32)
+
+            logits = [sliding_window(lambda crops: self.run(np.stack(crops)), one, self.tile, self.overlap,
+                                     len(images), zeros) for one in batch]
+        return [resize_logits(one, image.shape[:2]) for one, image in zip(logits, images)]
+
+    def masks(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        return [one.argmax(0).astype(np.uint8) for one in self.logits(images)]
