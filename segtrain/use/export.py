@@ -227,10 +227,8 @@ def verify(fmt: str, path: Path, module: nn.Module, inputs, log, pipeline=None) 
     return result
 
 
-def export(checkpoint: Path, fmt: str, out: Path, size: list[int] | None = None, verify_on: Path | None = None,
-           raw_input: bool = False, int8: bool = False, calibrate_on: Path | None = None,
-           max_iou_drop: float = 0.01, log=print) -> dict:
-    """Export, verify, then rename into place: a failed export leaves no file (and an old one intact)."""
+def _check_request(fmt: str, out: Path, int8: bool, calibrate_on: Path | None) -> Path:
+    """Refuse, before any work, what cannot be exported: returns the output path."""
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}.")
     out = output_file(out, "--out")
@@ -239,6 +237,14 @@ def export(checkpoint: Path, fmt: str, out: Path, size: list[int] | None = None,
                           "and --calibrate-on ROOT (the training data folder, for calibration and validation).")
     if int8 and not Path(calibrate_on).is_dir():
         raise ExportError(f"--calibrate-on {calibrate_on}: not a folder; give the data folder the model was trained on.")
+    return out
+
+
+def export(checkpoint: Path, fmt: str, out: Path, size: list[int] | None = None, verify_on: Path | None = None,
+           raw_input: bool = False, int8: bool = False, calibrate_on: Path | None = None,
+           max_iou_drop: float = 0.01, log=print) -> dict:
+    """Export, verify, then rename into place: a failed export leaves no file (and an old one intact)."""
+    out = _check_request(fmt, out, int8, calibrate_on)
     trained = load_trained(checkpoint, "cpu", log)
     size = list(size) if size else trained.image_size
     if size is None:
