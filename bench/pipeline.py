@@ -2,7 +2,7 @@
 label decoding, augmentation, collate) on ../shared/data/swimseg, with and without the decoded
 cache, against the images/s of the model's training step at the same input size.
 
-Each loader is segtrain's own (`trainer.make_loaders` with the run's config), drained without a
+Each loader is segtrain's own (`training.loaders.make_loaders` with the run's config), drained without a
 model; the model side trains on one batch held in memory. The sides alternate in rounds.
 
     .venv/bin/python bench/pipeline.py --quick
