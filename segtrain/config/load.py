@@ -59,6 +59,9 @@ KEYS: dict[str, tuple[Any, str]] = {
     "encoder": (None, "encoder of an smp model (e.g. 'resnet34', 'mobilenet_v2', 'mit_b0'); absent = resnet34 (segformer: mit_b0)"),
     "loss": ("ce", "'ce', 'dice', 'focal', 'lovasz' or a sum such as 'ce+dice'"),
     "class_weights": (None, "loss weight per class: a list (one per class), 'auto' (median frequency of the training pixels) or null"),
+    "ema_decay": (None, "average the weights over training (EMA) with this decay, e.g. 0.999 (about the last 1000 "
+                  "iterations; a decay, not a switch, because the window must fit the run's length); validation, "
+                  "checkpoints and export use the average; null = off"),
 }
 
 MODES = ("train", "test")
@@ -229,6 +232,10 @@ def _check_numbers(cfg: dict, source: str) -> None:
         _number(cfg, "threads", source, integer=True, minimum=1, maximum=MAX_THREADS)
     _number(cfg, "momentum", source, minimum=0)
     _number(cfg, "weight_decay", source, minimum=0)
+    if cfg["ema_decay"] is not None:
+        _number(cfg, "ema_decay", source, minimum=0, exclusive=True, maximum=1)
+        if cfg["ema_decay"] == 1:
+            raise ConfigError(f"{source}: key 'ema_decay' must be below 1 (1 never moves the average), got 1.")
     _number(cfg, "valid_fraction", source, minimum=0, exclusive=True)
     if cfg["valid_fraction"] >= 1:
         raise ConfigError(f"{source}: key 'valid_fraction' must be below 1, got {cfg['valid_fraction']!r}.")

@@ -46,7 +46,7 @@ def training_payload(model: nn.Module, arch: str, cfg: dict, class_names: list[s
         "format_version": FORMAT_VERSION,
         "segtrain_version": __version__,
         "arch": arch,
-        "model_state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model_state_dict": cpu_state(model),
         **state,
         "config": dict(cfg),
         "class_names": list(class_names),
@@ -55,6 +55,10 @@ def training_payload(model: nn.Module, arch: str, cfg: dict, class_names: list[s
         "normalization": normalization,
         "image_size": cfg["image_size"],
     }
+
+
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
 def save_atomic(obj: Any, path: Path) -> None:

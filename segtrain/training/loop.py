@@ -93,7 +93,7 @@ def validation_due(run: TrainingRun) -> bool:
 
 def validate_and_save(run: TrainingRun, valid_loader, outputs) -> None:
     s, p = run.stepper, run.progress
-    result, shown = validate(s.model, valid_loader, s.criterion, s.n_classes, s.device, amp=s.amp,
+    result, shown = validate(s.weights, valid_loader, s.criterion, s.n_classes, s.device, amp=s.amp,
                              channels_last=s.channels_last, collect=run.cfg["max_visualizations"], ctx=run.ctx)
     p.validated = p.iteration
     is_best = not math.isnan(result["mean_iu"]) and result["mean_iu"] > p.best_mean_iu

@@ -137,7 +137,7 @@ def restore(ckpt: dict, model, optimizer, scheduler, scaler, cfg: dict, schedule
     """Put the training state back. The run's config wins over the saved hyperparameters, so
     `--set lr=...` or a larger max_iteration applies from here on: the poly schedule is
     recomputed for the current max_iteration at the saved iteration."""
-    model.load_state_dict(ckpt["model_state_dict"])
+    model.load_state_dict(ckpt.get("live_state_dict", ckpt["model_state_dict"]))  # EMA: the average
     optimizer.load_state_dict(ckpt["optim_state_dict"])
     scheduler.load_state_dict(ckpt["scheduler_state_dict"])
     scaler.load_state_dict(ckpt["resume"]["scaler"])

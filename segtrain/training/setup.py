@@ -67,8 +67,8 @@ class TrainingRun:
         state = {"optim_state_dict": s.optimizer.state_dict(), "scheduler_state_dict": s.scheduler.state_dict(),
                  "epoch": int(p.epoch), "iteration": int(p.iteration), "best_mean_iu": float(p.best_mean_iu),
                  "elapsed_time": float(self.elapsed()), "valid_metrics": self.last_result,
-                 "resume": resume_state(s.scaler, p.validated, len(self.spec.train))}
-        return training_payload(distributed.unwrap(s.model), self.cfg["model"], self.cfg, self.spec.class_names,
+                 "resume": resume_state(s.scaler, p.validated, len(self.spec.train)), **s.ema_state()}
+        return training_payload(distributed.unwrap(s.weights), self.cfg["model"], self.cfg, self.spec.class_names,
                                 self.colors, self.spec.decoder.describe(), {"mean": list(MEAN), "std": list(STD)},
                                 state)
 
@@ -156,6 +156,7 @@ def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: st
                       out_dir, Progress(), workers, log)
     if ckpt is not None:
         continue_from(run, ckpt, ckpt_path, schedule)
+    stepper.average_weights(cfg["ema_decay"], ckpt)
     return run
 
 

@@ -8,11 +8,14 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from segtrain.errors import SegtrainError
 from segtrain.evaluation.inference import autocast, class_map
 from segtrain.evaluation.metrics import confusion_matrix
+from segtrain.outputs.checkpoints import cpu_state
 from segtrain.runtime import distributed
+from segtrain.training.ema import make_ema
 
 AUX_WEIGHT = 0.5  # torchvision references' weight for the auxiliary head
 
@@ -35,10 +38,32 @@ class Stepper:
     amp: bool = False
     channels_last: bool = False
     aux_loss: bool = False
+    ema: AveragedModel | None = None  # the average of the weights (config ema_decay), updated every step
 
     @property
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
+
+    @property
+    def weights(self) -> nn.Module:
+        """What validation counts and checkpoints hold as model_state_dict: the average when EMA is on."""
+        return self.model if self.ema is None else self.ema.module
+
+    def average_weights(self, decay: float | None, ckpt: dict | None = None) -> None:
+        """Turn EMA on (decay not None): continue the average a checkpoint holds, else start it from
+        the live weights (also when resuming a run that had EMA off)."""
+        if decay is None:
+            return
+        self.ema = make_ema(distributed.unwrap(self.model), decay)
+        if ckpt is not None and "ema_updates" in ckpt:
+            self.ema.module.load_state_dict(ckpt["model_state_dict"])
+            self.ema.n_averaged.fill_(ckpt["ema_updates"])
+
+    def ema_state(self) -> dict:
+        """What a checkpoint needs besides the averaged weights to continue exactly."""
+        if self.ema is None:
+            return {}
+        return {"live_state_dict": cpu_state(distributed.unwrap(self.model)), "ema_updates": int(self.ema.n_averaged)}
 
     def step(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, confusion matrix) of the batch, both left on the device (no wait for a GPU)."""
@@ -58,6 +83,8 @@ class Stepper:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(distributed.unwrap(self.model))
         with torch.no_grad():
             hist = confusion_matrix(masks, class_map(out["out"], 1), self.n_classes)
         return loss.detach(), hist
