@@ -61,11 +61,13 @@ EPILOG_EVALUATE = """examples:
   segtrain evaluate ~/clouds --checkpoint ~/clouds/MODEL-fcn_resnet18/model_best.pth.tar
   segtrain evaluate ~/clouds --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --split test --json test.json
   segtrain evaluate ~/clouds --checkpoint cloud-int8.onnx     # score the exact exported file that ships
+  segtrain evaluate ~/clouds --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --tta   # with flipped copies too
 """
 
 EPILOG_PREDICT = """examples:
   segtrain predict sky.jpg --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --out masks
   segtrain predict ~/new_images --checkpoint model.onnx --out masks --overlay --tile 512
+  segtrain predict ~/new_images --checkpoint model.onnx --out masks --tta   # average with left-right flips
 """
 
 EPILOG_EXPORT = """examples:
@@ -114,6 +116,8 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="valid",
                    help="'valid' (default: the images validation used), 'train', or a folder with images/ and labels/")
     p.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: also run each image flipped left-right and average the logits (2x time)")
     p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
 
 
@@ -127,6 +131,8 @@ def _predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlap", type=int, help="tile overlap in pixels (default: a quarter of --tile)")
     p.add_argument("--recursive", action="store_true", help="also predict images in subfolders")
     p.add_argument("--batch-size", type=int, help="images per batch (default: the training batch size)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: also run each image flipped left-right and average the logits (2x time)")
     p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N' (checkpoints only)")
 
 
@@ -169,7 +175,7 @@ def _predict(a) -> None:
     from segtrain.use.predict import predict
 
     predict(a.input, a.checkpoint, a.out, overlay_jpeg=a.overlay, tile=a.tile, overlap=a.overlap,
-            recursive=a.recursive, batch_size=a.batch_size, device=a.device)
+            recursive=a.recursive, batch_size=a.batch_size, device=a.device, tta=a.tta)
 
 
 def _export(a) -> None:
@@ -192,7 +198,7 @@ COMMANDS = {
     "check": ("check a data folder and its config without training; print a dataset report", EPILOG_CHECK,
               _config_arguments, lambda a: commands.check(a.root, a.config, a.overrides, a.image_type)),
     "evaluate": ("score a trained model on labelled images", EPILOG_EVALUATE, _evaluate_arguments,
-                 lambda a: commands.evaluate(a.root, a.checkpoint, a.split, a.device, a.json)),
+                 lambda a: commands.evaluate(a.root, a.checkpoint, a.split, a.device, a.json, a.tta)),
     "predict": ("write class masks (and overlays, class fractions) for images", EPILOG_PREDICT, _predict_arguments,
                 _predict),
     "export": ("export a checkpoint to ONNX, TorchScript or torch.export for edge devices", EPILOG_EXPORT, _export_arguments,

@@ -74,13 +74,14 @@ def check(root: Path, config: Path | None, overrides: list[str], image_type: str
     check_folder(root, cfg, class_names)
 
 
-def evaluate(root: Path, checkpoint: Path, split: str, device: str, json_path: Path | None) -> None:
+def evaluate(root: Path, checkpoint: Path, split: str, device: str, json_path: Path | None,
+             tta: bool = False) -> None:
     from segtrain.paths import output_file
     from segtrain.use.evaluate import evaluate as evaluate_model, format_table, write_json
 
     if json_path is not None:
         output_file(json_path, "--json")  # before the evaluation, which may take long
-    numbers = evaluate_model(root, from_command_line(checkpoint, root), split, device)
+    numbers = evaluate_model(root, from_command_line(checkpoint, root), split, device, tta=tta)
     print(format_table(numbers))
     if json_path is not None:
         write_json(numbers, json_path)

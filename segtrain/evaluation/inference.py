@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from segtrain.evaluation.tiling import sliding_window
+from segtrain.evaluation.tta import with_flips
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -40,24 +41,29 @@ def model_logits(model, images: torch.Tensor, amp: bool = False, channels_last: 
 
 
 def native_logits(model, images: torch.Tensor, sizes: list[tuple[int, int]], amp: bool = False,
-                  channels_last: bool = False, tile: int | None = None, overlap: int = 0) -> list[torch.Tensor]:
+                  channels_last: bool = False, tile: int | None = None, overlap: int = 0,
+                  tta: bool = False) -> list[torch.Tensor]:
     """Per image, float32 logits (C, H, W) at its native size. The caller sets eval mode.
 
     With `tile`, each image is run as overlapping tile x tile windows (see segtrain.tiling),
-    batched as many at a time as there are images in `images`.
+    batched as many at a time as there are images in `images`. With `tta`, every batch the model
+    sees is also run flipped (see segtrain.evaluation.tta).
     """
     device = next(model.parameters()).device
     images = images.to(device, non_blocking=True)
-    if tile is None:
-        logits = model_logits(model, images, amp, channels_last)
-    else:
-        def forward(crops):
-            return model_logits(model, torch.stack(crops), amp, channels_last)
 
+    def forward(batch):
+        return model_logits(model, batch, amp, channels_last)
+
+    forward = with_flips(forward) if tta else forward
+    if tile is None:
+        logits = forward(images)
+    else:
         def zeros(shape):
             return torch.zeros(shape, device=device)
 
-        logits = [sliding_window(forward, image, tile, overlap, len(images), zeros) for image in images]
+        logits = [sliding_window(lambda crops: forward(torch.stack(crops)), image, tile, overlap, len(images), zeros)
+                  for image in images]
     out = []
     for one, size in zip(logits, sizes):
         one = one[None]

@@ -86,15 +86,17 @@ def score(predictor, root: Path, split: str, source: Path, log=print) -> dict:
     """Scores of an open predictor (checkpoint or exported file) on a split: see `report`."""
     root = Path(root)
     pairs, decoder, where = split_pairs(root, predictor, source, split, log)
-    log(f"evaluate: {source} on {len(pairs)} image(s): {where}")
+    log(f"evaluate: {source} on {len(pairs)} image(s): {where}" + (" (flip TTA)" if predictor.tta else ""))
     log(f"labels: {decoder.describe()}")
     return report(count(predictor, pairs, decoder), predictor.class_names,
-                  {"checkpoint": str(source), "split": where, "images": len(pairs)})
+                  {"checkpoint": str(source), "split": where, "images": len(pairs), "tta": predictor.tta})
 
 
-def evaluate(root: Path, checkpoint: Path, split: str = "valid", device: str = "auto", log=print) -> dict:
-    """Scores of a checkpoint or exported model file on a split: see `report` for the keys."""
-    return score(open_predictor(Path(checkpoint), device, log=log), root, split, Path(checkpoint), log)
+def evaluate(root: Path, checkpoint: Path, split: str = "valid", device: str = "auto", log=print,
+             tta: bool = False) -> dict:
+    """Scores of a checkpoint or exported model file on a split (tta: with flip test-time
+    augmentation): see `report` for the keys."""
+    return score(open_predictor(Path(checkpoint), device, log=log, tta=tta), root, split, Path(checkpoint), log)
 
 
 def _number(value: float):

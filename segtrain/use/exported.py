@@ -25,6 +25,7 @@ from PIL import Image
 
 from segtrain.errors import CheckpointError, ConfigError
 from segtrain.evaluation.tiling import sliding_window
+from segtrain.evaluation.tta import with_flips
 
 METADATA_KEY = "segtrain"  # the ONNX metadata_props entry (and TorchScript/.pt2 extra file stem) holding JSON
 EXTRA_FILE = f"{METADATA_KEY}.json"
@@ -121,8 +122,10 @@ def open_exported(path: Path, kind: str | None = None):
 
 
 class ExportedPredictor:
-    def __init__(self, path: Path, tile: int | None = None, overlap: int = 0, kind: str | None = None):
-        meta, self.run = open_exported(path, kind)
+    def __init__(self, path: Path, tile: int | None = None, overlap: int = 0, kind: str | None = None,
+                 tta: bool = False):
+        meta, run = open_exported(path, kind)
+        self.run = with_flips(run) if tta else run
         self.metadata = meta
         self.class_names = meta["class_names"]
         self.class_colors = meta["class_colors"]
@@ -135,7 +138,7 @@ class ExportedPredictor:
         if tile is not None and self.raw_input:
             raise ConfigError(f"--tile {tile}: {path} is a raw-input export, which resizes whole images itself; "
                               "drop --tile, or export without --raw-input to predict in tiles.")
-        self.tile, self.overlap = tile, overlap
+        self.tile, self.overlap, self.tta = tile, overlap, tta
 
     def batch_key(self, image: np.ndarray) -> tuple:
         """Images with the same key share a batch: the model input's shape."""

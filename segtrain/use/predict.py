@@ -26,8 +26,9 @@ PROGRESS_SECONDS = 5.0
 
 
 def open_predictor(model_path: Path, device: str = "auto", tile: int | None = None, overlap: int | None = None,
-                   log=print):
-    """A predictor with class_names, class_colors, image_size, batch_size and masks(images)."""
+                   log=print, tta: bool = False):
+    """A predictor with class_names, class_colors, image_size, batch_size and masks(images);
+    tta: flip test-time augmentation (evaluation/tta.py)."""
     if tile is not None and tile < 8:
         raise ConfigError(f"--tile {tile}: a tile must be at least 8 pixels (e.g. --tile 512).")
     overlap = tile // 4 if tile is not None and overlap is None else (overlap or 0)
@@ -36,10 +37,10 @@ def open_predictor(model_path: Path, device: str = "auto", tile: int | None = No
     from segtrain.use.exported import ExportedPredictor, exported_kind
 
     if exported_kind(Path(model_path)) is not None:
-        return ExportedPredictor(Path(model_path), tile, overlap)
+        return ExportedPredictor(Path(model_path), tile, overlap, tta=tta)
     from segtrain.use.trained import TorchPredictor, load_trained
 
-    return TorchPredictor(load_trained(Path(model_path), device, log), tile, overlap)
+    return TorchPredictor(load_trained(Path(model_path), device, log), tile, overlap, tta)
 
 
 def find_inputs(source: Path, recursive: bool, notes: list[str]) -> list[tuple[Path, Path]]:
@@ -103,7 +104,7 @@ def write_summary(path: Path, rows: list[list], class_names: list[str]) -> None:
 
 def predict(source: Path, model_path: Path, out_dir: Path, overlay_jpeg: bool = False, tile: int | None = None,
             overlap: int | None = None, recursive: bool = False, batch_size: int | None = None,
-            device: str = "auto", log=print) -> Path:
+            device: str = "auto", log=print, tta: bool = False) -> Path:
     """Predict every image of `source` into out_dir; returns the summary.csv path."""
     out_dir = output_folder(out_dir, "--out")
     summary = output_file(out_dir / "summary.csv", "--out")  # written last: find out now, not after every image
@@ -118,7 +119,7 @@ def predict(source: Path, model_path: Path, out_dir: Path, overlay_jpeg: bool = 
     if clashes:
         raise ConfigError(f"--out {out_dir}: predicting would overwrite input image {sorted(clashes)[0]}. "
                           "Write the masks to another folder.")
-    predictor = open_predictor(model_path, device, tile, overlap, log)
+    predictor = open_predictor(model_path, device, tile, overlap, log, tta)
     batch_size = batch_size or predictor.batch_size
     names, colors = predictor.class_names, predictor.class_colors
     try:
@@ -127,7 +128,7 @@ def predict(source: Path, model_path: Path, out_dir: Path, overlay_jpeg: bool = 
         raise cannot_write(out_dir, e) from None
     size_text = "native size" if predictor.image_size is None else "x".join(map(str, predictor.image_size))
     log(f"predict: {len(inputs)} image(s) with {model_path} (classes {', '.join(names)}; model input {size_text}"
-        + (f"; tiles {tile} px" if tile else "") + f") into {out_dir}")
+        + (f"; tiles {tile} px" if tile else "") + ("; flip TTA" if tta else "") + f") into {out_dir}")
 
     rows: list[list] = []
     start = last = time.perf_counter()

@@ -99,13 +99,13 @@ def load_trained(path: Path, device: str = "auto", log=print) -> TrainedModel:
 class TorchPredictor:
     """Masks from images with a checkpoint, through validation's own inference routine."""
 
-    def __init__(self, trained: TrainedModel, tile: int | None = None, overlap: int = 0):
+    def __init__(self, trained: TrainedModel, tile: int | None = None, overlap: int = 0, tta: bool = False):
         self.trained = trained
         self.class_names = trained.class_names
         self.class_colors = trained.class_colors
         self.image_size = trained.image_size
         self.batch_size = trained.config["batch_size"]
-        self.tile, self.overlap = tile, overlap
+        self.tile, self.overlap, self.tta = tile, overlap, tta
         self.transform = eval_transform(trained.image_size)
 
     @property
@@ -121,7 +121,7 @@ class TorchPredictor:
         cfg = self.trained.config
         batch = torch.stack([eval_input(image, self.transform) for image in images])
         return native_logits(self.trained.model, batch, [image.shape[:2] for image in images], cfg["amp"],
-                             cfg["channels_last"], self.tile, self.overlap)
+                             cfg["channels_last"], self.tile, self.overlap, self.tta)
 
     def masks(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """HxW uint8 class indices per HxWx3 uint8 image."""
