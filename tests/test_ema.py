@@ -4,9 +4,12 @@ checkpoints use it, and a stopped run resumes exactly."""
 import torch
 from torch import nn
 
+from conftest import tiny_config
 from segtrain.cli import main
+from segtrain.data.synthetic import write_sky_folder
 from segtrain.training.ema import WARMUP, make_ema
 from segtrain.use.evaluate import evaluate
+from test_distributed import single_process_evaluate, torchrun
 from test_resume import assert_same_state, make_root, metric_rows
 
 DECAY = 0.5  # low, so that six iterations already move the average away from the live weights
@@ -32,9 +35,10 @@ def test_the_average_follows_its_warmed_up_rule():
             assert torch.allclose(value, expected[key], atol=1e-6), key
 
 
-def test_validation_and_checkpoints_use_the_average(tmp_path):
+def test_validation_and_checkpoints_use_the_average(tmp_path, capsys):
     root = make_root(tmp_path / "data", ema_decay=DECAY)
     assert main(["train", str(root)]) == 0
+    assert "validating an EMA of the weights (decay 0.5)" in capsys.readouterr().out
     ckpt = torch.load(root / "MODEL-tiny" / "checkpoint.pth.tar", weights_only=True)
     averaged, live = ckpt["model_state_dict"], ckpt["live_state_dict"]
     assert ckpt["ema_updates"] == 6 and averaged.keys() == live.keys()
@@ -74,3 +78,15 @@ def test_bad_decay_is_a_one_line_error(sky_root, capsys):
         err = capsys.readouterr().err
         assert err.startswith("error: ") and "'ema_decay'" in err and err.count("\n") == 1
     assert not list(sky_root.glob("MODEL-*"))
+
+
+def test_torchrun_validates_the_average(tmp_path):
+    root = write_sky_folder(tmp_path / "d", n_train=12, n_valid=5, size=32,
+                            config=tiny_config(max_iteration=4, interval_validate=2, batch_size=2, ema_decay=DECAY))
+    result = torchrun("train", root)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    ckpt = torch.load(root / "MODEL-tiny" / "checkpoint.pth.tar", weights_only=True)
+    assert ckpt["ema_updates"] == 4 and not any(k.startswith("module.") for k in ckpt["live_state_dict"])
+    single = single_process_evaluate(root, root / "MODEL-tiny" / "checkpoint.pth.tar")
+    assert float(metric_rows(root / "MODEL-tiny")[-1]["valid/mean_iu"]) == single["mean_iu"]
+    assert single["confusion_matrix"] == ckpt["valid_metrics"]["confusion_matrix"]

@@ -112,7 +112,8 @@ def describe(root: Path, cfg: dict, spec: DataSpec, device: torch.device, ctx: d
     size = "native size" if cfg["image_size"] is None else "x".join(map(str, cfg["image_size"]))
     log(f"model: {cfg['model']} for {len(spec.class_names)} classes ({', '.join(spec.class_names)}) on {device}; "
         f"input {size}; {cfg['optimizer']} lr {cfg['lr']:g} ({cfg['lr_schedule']}), "
-        f"loss {cfg['loss_reduction']} over pixels")
+        f"loss {cfg['loss_reduction']} over pixels"
+        + (f"; validating an EMA of the weights (decay {cfg['ema_decay']:g})" if cfg["ema_decay"] is not None else ""))
     if ctx.enabled:
         log(f"distributed: {ctx.world_size} processes ({'NCCL' if device.type == 'cuda' else 'gloo'}); "
             f"batch_size {cfg['batch_size']} per process, global batch {cfg['batch_size'] * ctx.world_size}")
