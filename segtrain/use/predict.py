@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segtrain.errors import ConfigError, DatasetError, OutputError
+from segtrain.errors import ConfigError, DatasetError
 from segtrain.outputs.atomic import atomic_open
 from segtrain.paths import cannot_write, output_file, output_folder
 from segtrain.data.images import IMAGE_SUFFIXES, list_images, read_image
