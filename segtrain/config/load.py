@@ -188,6 +188,12 @@ def _image_size(value, source):
     )
 
 
+def with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A config saved by an earlier segtrain (checkpoint, exported file) with the keys added
+    since then at their defaults."""
+    return {**{key: default for key, (default, _) in KEYS.items()}, **saved}
+
+
 def resolve(raw: dict[str, Any], source: str = "config.list", name_max: int = NAME_MAX) -> dict[str, Any]:
     """Check every key and fill every default; the result holds only JSON-able built-ins."""
     from segtrain.models.losses import check_loss_keys

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from segtrain.config.load import KEYS
+from segtrain.config.load import with_defaults
 from segtrain.data.classes import read_class_colors, read_class_names
 from segtrain.data.folder import SegmentationDataset, check_sizes, find_pairs, inspect_root
 from segtrain.errors import DatasetError
@@ -53,7 +53,7 @@ def split_pairs(root: Path, predictor, source: Path, split: str, log=print):
 
 def model_config(predictor) -> dict:
     """The training config of the model (files exported before it was embedded get the defaults)."""
-    return {**{key: default for key, (default, _) in KEYS.items()}, **predictor.config}
+    return with_defaults(predictor.config)
 
 
 def count(predictor, pairs, decoder) -> dict:

@@ -17,7 +17,7 @@ from torch import nn
 from segtrain import __version__
 from segtrain.outputs.checkpoints import read_checkpoint
 from segtrain.data.classes import voc_colormap
-from segtrain.config.load import KEYS
+from segtrain.config.load import with_defaults
 from segtrain.data.folder import eval_input
 from segtrain.errors import CheckpointError
 from segtrain.evaluation.inference import class_map, native_logits
@@ -79,7 +79,7 @@ def load_trained(path: Path, device: str = "auto", log=print) -> TrainedModel:
             "Use a MODEL-*/model_best.pth.tar or checkpoint.pth.tar of a segtrain run, or train from this "
             "file with \"pretrained_net\"."
         )
-    cfg = {**{key: default for key, (default, _) in KEYS.items()}, **cfg}
+    cfg = with_defaults(cfg)
     model = build_model(arch, len(names), cfg["aux_loss"], encoder=cfg["encoder"])
     try:
         model.load_state_dict(ckpt["model_state_dict"], strict=True)
