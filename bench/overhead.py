@@ -4,32 +4,28 @@ segtrain's side is `segtrain.training.loop.train` on a folder of images, timed a
 `elapsed_time` shows it: the gap between consecutive training rows, which holds fetching the
 batch from the DataLoader, the step, the batch metrics and writing the row. Set-up and validation
 fall outside those gaps. The bare side is the loop everyone writes: the same torchvision model
-(no aux head), batch, image size and SGD optimizer, on batches already in memory as tensors.
-Both sides run in this process, alternating, and the first iterations of each run are dropped as
-warm-up. Augmentation is off so both sides train on the same pixels.
+(no aux head), batch, image size and SGD optimizer, on batches already in memory as tensors, in
+its own process where torch loads first (PyTorch's defaults, nothing segtrain sets). The sides
+alternate, and the first iterations of each run are dropped as warm-up. Augmentation is off so both sides train on the same pixels.
 
     .venv/bin/python bench/overhead.py --quick
 """
 
 from __future__ import annotations
 
-from common import median, parser, peak_rss_mb, report, table  # first: segtrain sets up OpenMP before torch loads
+from common import REPO, median, parser, peak_rss_mb, report, table  # first: segtrain sets up OpenMP before torch loads
 import csv
+import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
-import time
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from segtrain.config.load import resolve
-from segtrain.data.folder import SegmentationDataset, inspect_root
-from segtrain.models.registry import build_model
 from segtrain.data.synthetic import write_sky_folder
 from segtrain.training.loop import train
-from segtrain.training.setup import seed_everything
-from segtrain.data.transforms import train_transform
 
 MODELS = ["fcn_resnet18", "fcn_resnet50", "lraspp_mobilenet_v3_large"]
 WARMUP = 2
@@ -44,33 +40,41 @@ def segtrain_iterations(root: Path, cfg: dict, tag: str) -> list[float]:
     return gaps[WARMUP:]
 
 
-def in_memory_batches(root: Path, cfg: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    spec = inspect_root(root, cfg)
-    data = SegmentationDataset(spec.train, spec.decoder, train_transform(cfg["image_size"], False), train=True)
-    samples = [data[(0, i)] for i in range(len(data))]
-    b = cfg["batch_size"]
-    return [(torch.stack([s[0] for s in samples[k:k + b]]), torch.stack([s[1] for s in samples[k:k + b]]))
-            for k in range(0, len(samples) - b + 1, b)]
+BARE = """
+import json, time
+import torch  # first: nothing segtrain would decide applies to this process (an untouched environment)
+from torch import nn
+from segtrain.models.registry import build_model
+torch.manual_seed(0)
+model = build_model({model!r}, 2)
+model.train()
+optimizer = torch.optim.SGD(model.parameters(), lr={lr}, momentum={momentum}, weight_decay={weight_decay})
+criterion = nn.CrossEntropyLoss(ignore_index=255)
+batches = [(torch.randn({batch}, 3, {size}, {size}), torch.randint(0, 2, ({batch}, {size}, {size}))) for _ in range(4)]
+times = []
+for it in range({iterations}):
+    start = time.perf_counter()
+    images, masks = batches[it % len(batches)]
+    loss = criterion(model(images)["out"], masks)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    loss.item()  # every real loop reads the loss to log it
+    times.append(time.perf_counter() - start)
+print(json.dumps(times[{skip}:]))
+"""
+UNTOUCHED = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}
 
 
-def bare_iterations(batches, cfg: dict) -> list[float]:
-    seed_everything(cfg["seed"])
-    model = build_model(cfg["model"], 2)
-    model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
-                                weight_decay=cfg["weight_decay"])
-    criterion = nn.CrossEntropyLoss(ignore_index=255)
-    times = []
-    for it in range(cfg["max_iteration"]):
-        start = time.perf_counter()
-        images, masks = batches[it % len(batches)]
-        loss = criterion(model(images)["out"], masks)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss.item()  # every real loop reads the loss to log it
-        times.append(time.perf_counter() - start)
-    return times[WARMUP + 1:]  # segtrain's gaps start at its second iteration
+def bare_iterations(cfg: dict) -> list[float]:
+    """The bare loop in its own process, where torch loads before anything segtrain sets up; batches
+    of the same shape in memory (a convolution's time does not depend on the pixel values)."""
+    code = BARE.format(model=cfg["model"], lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"],
+                       batch=cfg["batch_size"], size=cfg["image_size"][0], iterations=cfg["max_iteration"],
+                       skip=WARMUP + 1)  # segtrain's gaps start at its second iteration
+    env = {**UNTOUCHED, "PYTHONPATH": str(REPO) + os.pathsep + UNTOUCHED.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.splitlines()[-1])
 
 
 def main() -> None:
@@ -99,11 +103,10 @@ def main() -> None:
                                "max_iteration": iterations, "interval_validate": iterations,
                                "pretrained_backbone": False, "augment": False, "n_workers": n_workers,
                                "max_visualizations": 0, "log_interval": 10**6}, "bench")
-                batches = in_memory_batches(root, cfg)
                 ours, bare = [], []
                 for r in range(rounds):  # alternate, so load changes hit both sides alike
                     ours += segtrain_iterations(root, cfg, f"{name}-{n_workers}-{r}")
-                    bare += bare_iterations(batches, cfg)
+                    bare += bare_iterations(cfg)
                 raw[f"{name} n_workers={n_workers}"] = {"segtrain": ours, "bare": bare}
                 rows.append([name, n_workers, median(ours) * 1000, median(bare) * 1000,
                              f"{median(ours) / median(bare):.3f}", len(ours)])

@@ -1,12 +1,9 @@
 """segtrain: train semantic segmentation models on your own folder of images and masks."""
 
-import os
+from segtrain.runtime.cpu_threads import choose_before_torch_loads
 
-# PyTorch's OpenMP threads spin while they wait at the end of each parallel op. On cores shared
-# with other busy processes (or with our own data-loading workers), a spinning thread takes the
-# CPU from the very thread it waits for, and a training step ran up to 10x slower on two shared
-# cores (BENCHMARKS.md). Sleeping instead is read when torch loads, so it is set here, before;
-# a value the user set wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# How PyTorch's CPU threads wait is read once, when torch loads, so it is decided here, first
+# (runtime/cpu_threads.py: PyTorch's defaults on idle cores, sleeping threads on busy ones).
+CPU_THREADS = choose_before_torch_loads()
 
 __version__ = "0.1.0"

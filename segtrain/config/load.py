@@ -50,7 +50,10 @@ KEYS: dict[str, tuple[Any, str]] = {
     "augment": (True, "random flips, scale-crop and colour jitter during training"),
     "sync_bn": (False, "SyncBatchNorm across GPUs under torchrun (CUDA only)"),
     "amp": (False, "mixed precision on CUDA (bf16 where supported)"),
-    "channels_last": (False, "channels_last memory format (faster on recent GPUs)"),
+    "channels_last": (None, "channels_last memory format; null = on CUDA, and on the CPU for inputs of 160 px and up "
+                      "(1.0-1.4x faster there, 1-4% slower below: bench/cpu_formats.py)"),
+    "compile": (False, "torch.compile the model for training: +3-4% a step on the CPU after 30-60 s of compiling "
+                "(pays back after thousands of iterations, bench/cpu_formats.py); on a GPU see BENCHMARKS.md"),
     "log_interval": (20, "print a progress line every this many iterations"),
     "max_visualizations": (9, "validation samples drawn in each visualization_viz tile"),
     "tensorboard": (False, "also log to MODEL-<output_dir>/tensorboard (needs: pip install tensorboard)"),
@@ -248,9 +251,11 @@ def _check_numbers(cfg: dict, source: str) -> None:
 
 
 def _check_flags(cfg: dict, source: str) -> None:
-    for key in ("aux_loss", "augment", "amp", "channels_last", "sync_bn", "tensorboard"):
+    for key in ("aux_loss", "augment", "amp", "compile", "sync_bn", "tensorboard"):
         if not isinstance(cfg[key], bool):
             raise ConfigError(f"{source}: key {key!r} must be true or false, got {cfg[key]!r}.")
+    if cfg["channels_last"] not in (None, True, False):
+        raise ConfigError(f"{source}: key 'channels_last' must be true, false or null, got {cfg['channels_last']!r}.")
     if cfg["pretrained_backbone"] not in (None, True, False):
         raise ConfigError(f"{source}: key 'pretrained_backbone' must be true, false or null.")
     for key in ("ignore_index", "label_threshold"):

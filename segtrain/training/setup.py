@@ -16,9 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from segtrain import CPU_THREADS
 from segtrain.data.classes import voc_colormap
 from segtrain.data.folder import DataSpec, check_batchable, inspect_root
 from segtrain.data.transforms import MEAN, STD
+from segtrain.evaluation.inference import use_channels_last
 from segtrain.models.losses import build_loss
 from segtrain.models.registry import build_model, resolve_backbone_weights
 from segtrain.outputs.atomic import remove_stale_temps
@@ -98,7 +100,7 @@ def build_model_for_run(root: Path, cfg: dict, class_names: list[str], device: t
         if ckpt.get("class_names") not in (None, class_names):
             log(f"note: {path} was trained on classes {ckpt['class_names']}; this run uses {class_names}.")
     model.to(device)
-    if cfg["channels_last"]:
+    if use_channels_last(cfg["channels_last"], cfg["image_size"], device):
         model.to(memory_format=torch.channels_last)
     return distributed.wrap(model, device, ctx, cfg["sync_bn"], log)
 
@@ -113,7 +115,13 @@ def describe(root: Path, cfg: dict, spec: DataSpec, device: torch.device, ctx: d
     log(f"model: {cfg['model']} for {len(spec.class_names)} classes ({', '.join(spec.class_names)}) on {device}; "
         f"input {size}; {cfg['optimizer']} lr {cfg['lr']:g} ({cfg['lr_schedule']}), "
         f"loss {cfg['loss_reduction']} over pixels"
+        + ("; channels_last" if use_channels_last(cfg["channels_last"], cfg["image_size"], device) else "")
+        + ("; torch.compile" if cfg["compile"] else "")
         + (f"; validating an EMA of the weights (decay {cfg['ema_decay']:g})" if cfg["ema_decay"] is not None else ""))
+    if device.type == "cpu":
+        log(f"CPU threads: {torch.get_num_threads()} ("
+            + ("the config's `threads`" if cfg["threads"] is not None else CPU_THREADS.why)
+            + "; set `threads`, OMP_NUM_THREADS or OMP_WAIT_POLICY to choose)")
     if ctx.enabled:
         log(f"distributed: {ctx.world_size} processes ({'NCCL' if device.type == 'cuda' else 'gloo'}); "
             f"batch_size {cfg['batch_size']} per process, global batch {cfg['batch_size'] * ctx.world_size}")
@@ -152,7 +160,10 @@ def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: st
     scaler = make_scaler(cfg["amp"], device)
     criterion = build_loss(cfg, spec.class_names, spec.train, spec.decoder, log)
     stepper = Stepper(model, criterion, optimizer, scheduler, scaler, device, len(spec.class_names),
-                      cfg["amp"], cfg["channels_last"], cfg["aux_loss"])
+                      cfg["amp"], use_channels_last(cfg["channels_last"], cfg["image_size"], device), cfg["aux_loss"],
+                      # validation and checkpoints use the plain module: eval-mode and size changes
+                      # would each compile again
+                      compiled=torch.compile(model) if cfg["compile"] else None)
     run = TrainingRun(root, cfg, spec, stepper, ctx, spec.class_colors or voc_colormap(len(spec.class_names)),
                       out_dir, Progress(), workers, log)
     if ckpt is not None:

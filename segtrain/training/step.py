@@ -39,6 +39,7 @@ class Stepper:
     channels_last: bool = False
     aux_loss: bool = False
     ema: AveragedModel | None = None  # the average of the weights (config ema_decay), updated every step
+    compiled: nn.Module | None = None  # torch.compile(model) (config compile): the training forward only
 
     @property
     def lr(self) -> float:
@@ -74,7 +75,7 @@ class Stepper:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.amp):
-            out = self.model(images)
+            out = (self.model if self.compiled is None else self.compiled)(images)
             loss = self.criterion(out["out"].float(), masks)
             if self.aux_loss and out.get("aux") is not None:
                 loss = loss + AUX_WEIGHT * self.criterion(out["aux"].float(), masks)

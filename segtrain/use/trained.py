@@ -20,7 +20,7 @@ from segtrain.data.classes import voc_colormap
 from segtrain.config.load import with_defaults
 from segtrain.data.folder import eval_input
 from segtrain.errors import CheckpointError
-from segtrain.evaluation.inference import class_map, native_logits
+from segtrain.evaluation.inference import class_map, native_logits, use_channels_last
 from segtrain.models.registry import MODEL_NAMES, build_model
 from segtrain.runtime.device import select_device
 from segtrain.data.transforms import MEAN, STD, eval_transform
@@ -89,7 +89,7 @@ def load_trained(path: Path, device: str = "auto", log=print) -> TrainedModel:
                               "The file is damaged or was edited; use the run's checkpoint as written.") from None
     target = select_device(device, log, doing="running")
     model.to(target).eval()
-    if cfg["channels_last"]:
+    if use_channels_last(cfg["channels_last"], cfg["image_size"], target):
         model.to(memory_format=torch.channels_last)
     colors = ckpt.get("class_colors") or voc_colormap(len(names))
     normalization = ckpt.get("normalization") or {"mean": list(MEAN), "std": list(STD)}
@@ -121,7 +121,8 @@ class TorchPredictor:
         cfg = self.trained.config
         batch = torch.stack([eval_input(image, self.transform) for image in images])
         return native_logits(self.trained.model, batch, [image.shape[:2] for image in images], cfg["amp"],
-                             cfg["channels_last"], self.tile, self.overlap, self.tta)
+                             use_channels_last(cfg["channels_last"], cfg["image_size"], self.trained.device),
+                             self.tile, self.overlap, self.tta)
 
     def masks(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """HxW uint8 class indices per HxWx3 uint8 image."""

@@ -1,0 +1,101 @@
+"""How many OpenMP threads PyTorch uses on the CPU and how they wait, decided before torch loads.
+
+PyTorch's OpenMP threads spin for a while at the end of every parallel op before they sleep. On
+idle cores that is the fastest choice (bench/threads.py: sleeping at once, OMP_WAIT_POLICY=PASSIVE,
+made a training step 1.25-1.4x slower on an idle 2-core machine). Beside another busy process the
+same spinning takes the core from the very thread it waits for: 1.6-3x slower than PASSIVE there,
+and one thread per free core was faster still. So segtrain looks at the cores for a tenth of a
+second when it is imported: idle cores keep PyTorch's own defaults; busy ones get one thread per
+free core, sleeping while they wait. A value the user set (OMP_WAIT_POLICY, GOMP_SPINCOUNT,
+OMP_NUM_THREADS, or the config's `threads`) always wins.
+
+This module must not import torch: libgomp reads these variables when torch loads.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+WAIT_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+THREADS_KEY = "OMP_NUM_THREADS"
+SAMPLE_SECONDS = 0.1
+# Another process using half a core or more on average counts as busy: below that, a spinning
+# thread that loses its core now and then still costs less than sleeping at every op.
+BUSY_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class Choice:
+    env: dict[str, str]  # what segtrain set (empty: PyTorch's defaults, or the user's values)
+    why: str  # one line for the training log
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies over all of the machine's CPUs, from /proc/stat; None off Linux."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+def busy_cores(seconds: float = SAMPLE_SECONDS) -> float | None:
+    """Cores other processes keep busy right now (this process sleeps while it looks)."""
+    first = _cpu_times()
+    if first is None:
+        return _load_average()
+    time.sleep(seconds)
+    second = _cpu_times()
+    if second is None or second[1] <= first[1]:
+        return _load_average()
+    return (second[0] - first[0]) / (second[1] - first[1]) * (os.cpu_count() or 1)
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def decide(env: dict[str, str], cores: int, busy: float | None) -> Choice:
+    """What to set, given the environment, the cores this process may use and the busy ones."""
+    user_wait = any(k in env for k in WAIT_KEYS)
+    user_threads = THREADS_KEY in env
+    if busy is None or busy < BUSY_THRESHOLD:
+        seen = "cores idle at start" if busy is not None else "load not measurable here"
+        return Choice({}, f"{seen}: PyTorch's defaults (threads spin briefly while they wait)")
+    free = max(1, min(cores, math.floor(cores - busy + 0.5)))
+    chosen = {}
+    if not user_wait:
+        chosen["OMP_WAIT_POLICY"] = "PASSIVE"
+    if not user_threads:
+        chosen[THREADS_KEY] = str(free)
+    return Choice(chosen, f"{busy:.1f} of {cores} cores busy at start: "
+                  + ", ".join(f"{k}={v}" for k, v in chosen.items()))
+
+
+def choose_before_torch_loads(environ=os.environ) -> Choice:
+    """Set the choice in `environ` unless the user decided both things already."""
+    if "torch" in sys.modules:  # a script imported torch first: libgomp has read its settings already
+        return Choice({}, "torch was loaded before segtrain: its thread settings stay as they were")
+    if any(k in environ for k in WAIT_KEYS) and THREADS_KEY in environ:
+        return Choice({}, "set by you: " + ", ".join(f"{k}={environ[k]}" for k in (*WAIT_KEYS, THREADS_KEY)
+                                                      if k in environ))
+    choice = decide(dict(environ), available_cores(), busy_cores())
+    environ.update(choice.env)
+    return choice
