@@ -41,6 +41,8 @@ KEYS: dict[str, tuple[Any, str]] = {
     "aux_loss": (False, "train with the auxiliary head (weight 0.5)"),
     "loss_reduction": (None, "'sum' over pixels (original) or 'mean'; absent = by lr"),
     "lr_schedule": (None, "'poly' or 'constant'; absent = constant for the original recipe, else poly"),
+    "time_budget": (None, "train for this long (e.g. \"30m\", \"90s\", \"1h30m\" or seconds): max_iteration and "
+                    "interval_validate are planned from measured speed so the schedule ends on time; null = off"),
     "seed": (0, "random seed; two runs of one config match on the CPU"),
     "device": ("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'"),
     "valid_fraction": (0.2, "share of train/ held out for validation when there is no valid/"),
@@ -198,6 +200,7 @@ def resolve(raw: dict[str, Any], source: str = "config.list", name_max: int = NA
     """Check every key and fill every default; the result holds only JSON-able built-ins."""
     from segtrain.models.losses import check_loss_keys
     from segtrain.models.registry import MODEL_NAMES  # the registry owns the list of names
+    from segtrain.training.budget import resolve_budget
 
     _check_known(raw, source)
     cfg = {key: default for key, (default, _) in KEYS.items()}
@@ -205,6 +208,7 @@ def resolve(raw: dict[str, Any], source: str = "config.list", name_max: int = NA
 
     _check_numbers(cfg, source)
     _check_flags(cfg, source)
+    resolve_budget(cfg, raw, source)
     _resolve_recipe(cfg, "image_size" in raw, source)
 
     device = cfg["device"]

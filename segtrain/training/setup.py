@@ -29,6 +29,7 @@ from segtrain.paths import from_root
 from segtrain.runtime import distributed, interrupt
 from segtrain.runtime.device import select_device
 from segtrain.runtime.workers import plan_workers
+from segtrain.training.budget import continue_plan
 from segtrain.training.optimization import make_optimizer, make_scaler, make_schedule
 from segtrain.training.resume import (Progress, check_compatible, checkpoint_to_resume, read_resumable, restore,
                                       resume_state)
@@ -134,6 +135,8 @@ def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: st
     ctx = distributed.init(device)
     device = distributed.local_device(device, ctx)
     log = log if ctx.is_main else _silent
+    if ckpt is not None:
+        continue_plan(cfg, ckpt, log)
     # A resumed run's weights come from its checkpoint: fetch or load no others first.
     fresh = ckpt is None
     model = build_model_for_run(root, cfg, spec.class_names, device, ctx, log, cfg["pretrained_net"] if fresh else "",
