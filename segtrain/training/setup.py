@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from segtrain.config.recipe import fit_recipe
 from segtrain.data.classes import voc_colormap
 from segtrain.data.folder import DataSpec, check_batchable, inspect_root
 from segtrain.data.transforms import MEAN, STD
@@ -130,11 +131,12 @@ def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: st
     ckpt_path = checkpoint_to_resume(root, cfg, resume, log) if resume is not None else None
     ckpt = read_resumable(ckpt_path, cfg) if ckpt_path is not None else None
     spec = inspect_root(root, cfg, class_names)
-    check_batchable(spec, cfg["image_size"], cfg["batch_size"])
     device = select_device(cfg["device"], log)
     ctx = distributed.init(device)
     device = distributed.local_device(device, ctx)
     log = log if ctx.is_main else _silent
+    fit_recipe(cfg, spec, device.type, None if ckpt is None else ckpt.get("config"), log)
+    check_batchable(spec, cfg["image_size"], cfg["batch_size"])
     if ckpt is not None:
         continue_plan(cfg, ckpt, log)
     # A resumed run's weights come from its checkpoint: fetch or load no others first.
