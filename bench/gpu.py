@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from segtrain.config.load import resolve
 from segtrain.models.losses import build_loss
 from segtrain.models.registry import build_model
-from segtrain.training.optimization import make_scaler, poly_lambda
+from segtrain.training.optimization import make_scaler, make_schedule
 from segtrain.training.step import Stepper
 
 VARIANTS = {  # name -> (amp, channels_last, compile)
@@ -60,7 +60,7 @@ def setup(name, variant, size, batch, device):
     if compiled:
         model = torch.compile(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(cfg["max_iteration"]))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, make_schedule(cfg))
     scaler = make_scaler(amp, device)
     pin = device.type == "cuda"
     images = torch.randn(batch, 3, size, size)

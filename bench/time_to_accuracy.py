@@ -8,8 +8,10 @@ same budget:
   reference  torchvision-references style, segtrain's earlier default: fcn_resnet18 at native
              600 px, batch 4, lr 0.01 poly, mean loss, flips and colour jitter
 
-Each recipe is a real `segtrain.training.loop.train` run whose max_iteration is set from a short
-calibration run so that training fills the budget (the poly schedule needs its end). The time axis is
+Each recipe is a real `segtrain.training.loop.train` run. The default recipe is given the budget as
+its `time_budget` (it plans its own length, validations included, as a user's run would); the
+others get a max_iteration set from a short calibration run so that training fills the budget (the
+poly schedule needs its end). The time axis is
 log.csv's elapsed_time minus the time spent validating, so recipes that validate at different
 cost compare on training time. Each recipe's run is kept in bench/results/runs/, so recipes can be
 run at different times (the machine is shared) and plotted together.
@@ -90,19 +92,23 @@ def recipe_root(name: str, valid_limit: int | None) -> Path:
 
 def run_recipe(name: str, minutes: float, valid_limit: int | None, tag: str) -> None:
     raw = {**RECIPES[name], "pretrained_backbone": False, "output_dir": name, "log_interval": 10**6}
+    if name == "default":
+        raw["time_budget"] = minutes * 60
     cfg = resolve(raw, f"recipe {name}")
-    calibration = recipe_root(f"{name}{tag}-calibrate", 1)  # one valid image: validation is not timed
-    seconds = seconds_per_iteration(calibration, cfg, 4 if cfg["image_size"] is None else 8)
-    shutil.rmtree(calibration)
+    seconds = None
+    if cfg["time_budget"] is None:
+        calibration = recipe_root(f"{name}{tag}-calibrate", 1)  # one valid image: validation is not timed
+        seconds = seconds_per_iteration(calibration, cfg, 4 if cfg["image_size"] is None else 8)
+        shutil.rmtree(calibration)
+        iterations = max(2, int(minutes * 60 / seconds))
+        cfg.update(max_iteration=iterations, interval_validate=max(1, -(-iterations // VALIDATIONS[name])))
     root = recipe_root(name + tag, valid_limit)
-    iterations = max(2, int(minutes * 60 / seconds))
-    cfg.update(max_iteration=iterations, interval_validate=max(1, -(-iterations // VALIDATIONS[name])))
-    meta = {"recipe": name, "minutes": minutes, "config": cfg, "seconds_per_iteration_estimate": seconds,
+    meta = {"recipe": name, "minutes": minutes, "config": cfg,  # train() records its plan and fitted keys in cfg "seconds_per_iteration_estimate": seconds,
             "machine": machine(), "valid_images": len(list((root / "valid" / "images").iterdir()))}
     (root / "run.json").write_text(json.dumps(meta, indent=1))
-    print(f"{name}: {cfg['model']} at {'native' if cfg['image_size'] is None else cfg['image_size']}, "
-          f"batch {cfg['batch_size']}, lr {cfg['lr']:g}; {seconds:.2f} s/iteration -> {iterations} iterations "
-          f"in {root}", flush=True)
+    plan = (f"time_budget {minutes:g} min" if seconds is None
+            else f"{seconds:.2f} s/iteration -> {cfg['max_iteration']} iterations")
+    print(f"{name}: {cfg['model']}, lr {cfg['lr']:g}; {plan} in {root}", flush=True)
     train(root, cfg)
     meta["peak_rss_mb"] = peak_rss_mb()
     (root / "run.json").write_text(json.dumps(meta, indent=1))

@@ -16,7 +16,8 @@ from typing import Any
 from segtrain.errors import ConfigError
 
 from segtrain.config.recipe import (DEFAULT_BATCH_SIZE, DEFAULT_IMAGE_SIZE, DEFAULT_INTERVAL_VALIDATE, DEFAULT_LR,
-                                    DEFAULT_MAX_ITERATION, DEFAULT_MODEL, DEFAULT_OPTIMIZER, SUM_LOSS_LR_THRESHOLD)
+                                    DEFAULT_MAX_ITERATION, DEFAULT_MODEL, DEFAULT_OPTIMIZER, FIT_KEY,
+                                    SUM_LOSS_LR_THRESHOLD, open_keys)
 
 # key -> (default, one-line meaning). Defaults of None are resolved in `resolve`.
 KEYS: dict[str, tuple[Any, str]] = {
@@ -37,10 +38,12 @@ KEYS: dict[str, tuple[Any, str]] = {
     "optimizer": (None, "'sgd' or 'adamw'; absent = sgd when the config sets lr (the original's keys), else adamw"),
     "model": (None, "registered model name; absent = from backbone+fcn, else lraspp_mobilenet_v3_large"),
     "image_size": (None, "training input size: int (square) or [H, W]; null = native size; "
-                   "absent = 160, or native for the original recipe"),
+                   "absent = about 160x160 with the images' aspect (no lr in the config), native for the original recipe"),
     "aux_loss": (False, "train with the auxiliary head (weight 0.5)"),
     "loss_reduction": (None, "'sum' over pixels (original) or 'mean'; absent = by lr"),
     "lr_schedule": (None, "'poly' or 'constant'; absent = constant for the original recipe, else poly"),
+    "time_budget": (None, "train for this long (e.g. \"30m\", \"90s\", \"1h30m\" or seconds): max_iteration and "
+                    "interval_validate are planned from measured speed so the schedule ends on time; null = off"),
     "seed": (0, "random seed; two runs of one config match on the CPU"),
     "device": ("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'"),
     "valid_fraction": (0.2, "share of train/ held out for validation when there is no valid/"),
@@ -201,6 +204,7 @@ def resolve(raw: dict[str, Any], source: str = "config.list", name_max: int = NA
     """Check every key and fill every default; the result holds only JSON-able built-ins."""
     from segtrain.models.losses import check_loss_keys
     from segtrain.models.registry import MODEL_NAMES  # the registry owns the list of names
+    from segtrain.training.budget import resolve_budget
 
     _check_known(raw, source)
     cfg = {key: default for key, (default, _) in KEYS.items()}
@@ -208,7 +212,10 @@ def resolve(raw: dict[str, Any], source: str = "config.list", name_max: int = NA
 
     _check_numbers(cfg, source)
     _check_flags(cfg, source)
+    resolve_budget(cfg, raw, source)
     _resolve_recipe(cfg, "image_size" in raw, source)
+    if open_keys(raw):  # chosen from the folder when training starts (recipe.fit_recipe)
+        cfg[FIT_KEY] = open_keys(raw)
 
     device = cfg["device"]
     if not isinstance(device, str) or not (

@@ -32,3 +32,72 @@ def written_out(n_train: int, image_size: int | None, n_workers: int) -> dict:
         "n_workers": n_workers,
         "output_dir": DEFAULT_MODEL,
     }
+
+
+# The default recipe fits the keys a config leaves open to the folder (the data's fingerprint,
+# data/fingerprint.py) and the device, as nnU-Net plans from its dataset fingerprint. A config that
+# sets lr (the original tool's, or one tuned by hand) is left as it is.
+FIT_KEY = "fitted_to_data"  # in the run's config: the keys the recipe chose
+FITTED_KEYS = ("image_size", "batch_size", "loss", "class_weights")
+# Input of about SIDE x SIDE pixels (the measured CPU default; a GPU affords 4x the pixels and
+# twice the batch), rounded to multiples of SIZE_MULTIPLE: the strides of the models' encoders.
+INPUT_SIDE = {"cpu": 160, "cuda": 320}
+BATCH = {"cpu": DEFAULT_BATCH_SIZE, "cuda": 16}
+SIZE_MULTIPLE = 16
+# Below this share of the labelled pixels a class gets too little of a plain cross-entropy's
+# attention: Dice weighs each present class alike, median-frequency weights do so for cross-entropy.
+RARE_CLASS_SHARE = 0.02
+RARE_CLASS_LOSS = "ce+dice"
+
+
+def open_keys(raw: dict) -> list[str]:
+    """In `resolve`: the keys the recipe may fit (none for a config that sets lr)."""
+    return [] if "lr" in raw else [key for key in FITTED_KEYS if key not in raw]
+
+
+def fitted_size(median_size: tuple[int, int], aspect: float, side: int) -> list[int]:
+    """[H, W] of about side x side pixels with the folder's median aspect ratio, never above the
+    median image's own size (upsampling adds compute, not information)."""
+    height, width = side / aspect**0.5, side * aspect**0.5
+    scale = min(1.0, median_size[0] / height, median_size[1] / width)
+    return [max(SIZE_MULTIPLE, round(length * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE) for length in (height, width)]
+
+
+def fit_recipe(cfg: dict, spec, device_type: str, saved: dict | None = None, log=print) -> None:
+    """Fill cfg's open keys (cfg[FIT_KEY]) from the folder's fingerprint and say why. A resumed run
+    (`saved`: its checkpoint's config) keeps the values it trained with, also those of a run
+    started before the recipe was fitted."""
+    keys = cfg.get(FIT_KEY)
+    if not keys:
+        return
+    if saved is not None:
+        cfg.update({key: saved[key] for key in keys if key in saved})
+        return
+    from segtrain.data.fingerprint import fingerprint
+
+    fp = fingerprint(spec)
+    device = "cuda" if device_type == "cuda" else "cpu"
+    rarest = fp.rarest_present()
+    rare = rarest is not None and fp.class_share[rarest] < RARE_CLASS_SHARE
+    chosen = {"image_size": fitted_size(fp.median_size, fp.aspect, INPUT_SIDE[device]),
+              "batch_size": min(BATCH[device], fp.n_train),
+              "loss": RARE_CLASS_LOSS if rare else "ce",
+              "class_weights": "auto" if rare else None}
+    cfg.update({key: chosen[key] for key in keys})
+
+    side = INPUT_SIDE[device]
+    why = {
+        "image_size": f"input {'x'.join(map(str, chosen['image_size']))} (median image "
+                      f"{fp.median_size[0]}x{fp.median_size[1]}, aspect {fp.aspect:.2f} kept, about {side}x{side} "
+                      f"pixels on the {'GPU' if device == 'cuda' else 'CPU'}, no larger than the images)",
+        "batch_size": f"batch {chosen['batch_size']}" + (f" ({fp.n_train} training images)"
+                                                         if chosen["batch_size"] < BATCH[device] else ""),
+    }
+    balance = [f"loss {cfg['loss']}"] * ("loss" in keys) + ["class_weights auto"] * ("class_weights" in keys and rare)
+    if balance and rarest is not None:
+        why["loss"] = (f"{', '.join(balance)} (rarest class {spec.class_names[rarest]!r}: "
+                       f"{fp.class_share[rarest]:.1%} of the labelled pixels of {fp.sampled_masks} masks, "
+                       f"{'under' if rare else 'not under'} {RARE_CLASS_SHARE:.0%})")
+    log(f"recipe fitted to {fp.n_train} training images: "
+        + "; ".join(text for key, text in why.items() if key in keys or key == "loss"))
+    log(f"recipe: set {'/'.join(keys)} in config.list to choose otherwise")

@@ -70,9 +70,12 @@ class ProgressReporter:
         if iteration % self.log_interval == 0 or iteration == 1 or iteration == self.max_iteration:
             now = time.perf_counter()
             speed = (iteration - self.last_iteration) * self.batch_size / max(now - self.last_time, 1e-9)
-            eta = (self.max_iteration - iteration) * self.batch_size / max(speed, 1e-9)
-            self.log(f"iter {iteration}/{self.max_iteration} epoch {epoch} loss {loss:.4g} lr {lr:.3g} | "
-                     f"{speed:.1f} img/s | ETA {format_duration(eta)}")
+            # max_iteration None: a time_budget run before its plan (training/budget.py), length unknown
+            eta = (f" | ETA {format_duration((self.max_iteration - iteration) * self.batch_size / max(speed, 1e-9))}"
+                   if self.max_iteration is not None else "")
+            total = "" if self.max_iteration is None else f"/{self.max_iteration}"
+            self.log(f"iter {iteration}{total} epoch {epoch} loss {loss:.4g} lr {lr:.3g} | "
+                     f"{speed:.1f} img/s{eta}")
             self.last_time, self.last_iteration = now, iteration
 
     def validation(self, iteration: int, result: dict, class_names: list[str], is_best: bool) -> None:

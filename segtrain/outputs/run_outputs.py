@@ -88,6 +88,12 @@ class RunOutputs:
     def save_checkpoint(self, checkpoint: Callable[[], dict]) -> None:
         save_atomic(checkpoint(), self.checkpoint_path)
 
+    def planned(self, max_iteration: int | None) -> None:
+        """A time_budget plan set the run's length (None: not yet): progress lines and the bar count to it."""
+        self.reporter.max_iteration = max_iteration
+        if self.reporter.bar is not None:
+            self.reporter.bar.total = max_iteration
+
     def done(self, best_mean_iu: float) -> None:
         self.reporter.message(f"done: best valid mean_iu {best_mean_iu:.4f}; model in {self.out_dir / BEST_NAME}")
 
@@ -123,6 +129,9 @@ class NoOutputs:
         pass
 
     def save_checkpoint(self, *args) -> None:
+        pass
+
+    def planned(self, *args) -> None:
         pass
 
     def done(self, *args) -> None:

@@ -21,6 +21,7 @@ from segtrain.outputs.checkpoints import CHECKPOINT_NAME
 from segtrain.outputs.run_outputs import NoOutputs, RunOutputs
 from segtrain.runtime import distributed, interrupt
 from segtrain.runtime.workers import batches_of
+from segtrain.training.budget import TimeBudget
 from segtrain.training.loaders import make_loaders
 from segtrain.training.resume import restore_rng
 from segtrain.training.setup import TrainingRun, prepare_run
@@ -39,7 +40,7 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
     """
     root = Path(root)
     run = prepare_run(root, cfg, class_names, resume, log)
-    progress, max_iteration = run.progress, cfg["max_iteration"]
+    progress = run.progress
     # Every way out runs these callbacks, last registered first: the loaders' workers must end even
     # when the outputs cannot be opened, or the process would print its error and hang.
     with contextlib.ExitStack() as cleanup:
@@ -52,6 +53,7 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
         if run.resumed_from is not None:  # after the loader drew its seed, as the first run's had before
             restore_rng(run.resumed_from["resume"]["rng"])
         outputs = cleanup.enter_context(contextlib.closing(open_outputs(run, valid_loader.dataset)))
+        budget = TimeBudget(run, outputs)  # may change max_iteration and interval_validate as it goes
         run.start_clock()
         say_if_finished(run)
         while True:
@@ -59,8 +61,10 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
             if stop_due(run, signum, stop_after):
                 return stop(run, outputs, signum, stop_after)
             if validation_due(run):
+                started = run.elapsed()
                 validate_and_save(run, valid_loader, outputs)
-            if progress.iteration >= max_iteration:
+                budget.validated(run.elapsed() - started)
+            if progress.iteration >= cfg["max_iteration"]:
                 break
             images, masks = next(batches)
             progress.epoch = progress.iteration // sampler.batches_per_epoch
@@ -68,6 +72,7 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
             outputs.train_row(progress.iteration, progress.epoch, {**scores(hist), "loss": loss}, run.stepper.lr,
                               run.elapsed())
             progress.iteration += 1
+            budget.stepped()
         outputs.done(progress.best_mean_iu)
     return run.out_dir
 

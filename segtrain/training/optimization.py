@@ -15,13 +15,14 @@ def make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
                            weight_decay=cfg["weight_decay"])
 
 
-def poly_lambda(max_iteration: int):
-    return lambda it: (1 - min(it, max_iteration - 1) / max_iteration) ** 0.9
+def poly_factor(it: int, max_iteration: int) -> float:
+    return (1 - min(it, max_iteration - 1) / max_iteration) ** 0.9
 
 
 def make_schedule(cfg: dict):
-    """The lr factor per iteration: poly (power 0.9, torchvision's references) or constant."""
-    return poly_lambda(cfg["max_iteration"]) if cfg["lr_schedule"] == "poly" else (lambda it: 1.0)
+    """The lr factor per iteration: poly (power 0.9, torchvision's references) or constant. Poly
+    reads cfg["max_iteration"] at every step: a time_budget plan (budget.py) sets it during the run."""
+    return (lambda it: poly_factor(it, cfg["max_iteration"])) if cfg["lr_schedule"] == "poly" else (lambda it: 1.0)
 
 
 def make_scaler(amp: bool, device: torch.device) -> torch.amp.GradScaler:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from segtrain import CPU_THREADS
+from segtrain.config.recipe import fit_recipe
 from segtrain.data.classes import voc_colormap
 from segtrain.data.folder import DataSpec, check_batchable, inspect_root
 from segtrain.data.transforms import MEAN, STD
@@ -31,6 +32,7 @@ from segtrain.paths import from_root
 from segtrain.runtime import distributed, interrupt
 from segtrain.runtime.device import select_device
 from segtrain.runtime.workers import plan_workers
+from segtrain.training.budget import continue_plan
 from segtrain.training.optimization import make_optimizer, make_scaler, make_schedule
 from segtrain.training.resume import (Progress, check_compatible, checkpoint_to_resume, read_resumable, restore,
                                       resume_state)
@@ -137,11 +139,14 @@ def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: st
     ckpt_path = checkpoint_to_resume(root, cfg, resume, log) if resume is not None else None
     ckpt = read_resumable(ckpt_path, cfg) if ckpt_path is not None else None
     spec = inspect_root(root, cfg, class_names)
-    check_batchable(spec, cfg["image_size"], cfg["batch_size"])
     device = select_device(cfg["device"], log)
     ctx = distributed.init(device)
     device = distributed.local_device(device, ctx)
     log = log if ctx.is_main else _silent
+    fit_recipe(cfg, spec, device.type, None if ckpt is None else ckpt.get("config"), log)
+    check_batchable(spec, cfg["image_size"], cfg["batch_size"])
+    if ckpt is not None:
+        continue_plan(cfg, ckpt, log)
     # A resumed run's weights come from its checkpoint: fetch or load no others first.
     fresh = ckpt is None
     model = build_model_for_run(root, cfg, spec.class_names, device, ctx, log, cfg["pretrained_net"] if fresh else "",

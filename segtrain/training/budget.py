@@ -1,0 +1,176 @@
+"""`time_budget`: a run that plans its own length, so training ends on time with its lr schedule
+complete (like Ultralytics' `time` argument), instead of being cut off mid-schedule.
+
+The plan: the validation at iteration 0 is timed (its cost, checkpoints and pictures included,
+recurs every interval_validate), then WARMUP_STEPS steps run untimed (the first steps pay for
+allocator and cache warm-up) and CALIBRATION_STEPS steps are timed. max_iteration becomes the
+iterations that fit the time left together with the validations they bring, and interval_validate
+(unless the config sets it) gives about VALIDATIONS validations (fewer when they would take more
+than VALIDATION_SHARE of the time). Each later validation plans again with the rates measured so
+far, so the end lands on time; the poly schedule reads max_iteration at every step
+(optimization.make_schedule), so it ends where the plan ends.
+
+The plan lives in the run's config (max_iteration, interval_validate, PLAN_KEY), so checkpoints
+carry it. A resumed run keeps the saved plan and never plans again: it trains exactly as the
+uninterrupted run with that plan would (a plan made from its own timings could not be repeated).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from segtrain.errors import ConfigError
+
+PLAN_KEY = "time_plan"  # in the run's config, as losses.AUTO_KEY: what the plan measured and decided
+# max_iteration and interval_validate before the first plan: far beyond any calibration, so the
+# loop neither ends nor validates early and the poly schedule stays at its start (factor ~1).
+UNPLANNED = 10**9
+WARMUP_STEPS = 2
+CALIBRATION_STEPS = 8
+VALIDATIONS = 10
+# ... unless they would take more than this share of the time left: a short budget (or a slow
+# validation) gets fewer validations rather than little training.
+VALIDATION_SHARE = 0.2
+FORMS = ('a number of seconds (e.g. 90) or a duration such as "90s", "30m", "1h30m" or "2h"; '
+         "null turns it off")
+_NUMBER = r"(\d+(?:\.\d+)?)"
+_DURATION = re.compile(rf"(?:{_NUMBER}h)?(?:{_NUMBER}m)?(?:{_NUMBER}s)?")
+
+
+def budget_seconds(value, source: str = "config") -> float | None:
+    """The seconds a time_budget value means (None: off); anything else is one line naming the forms."""
+    if value is None:
+        return None
+    seconds = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        match = _DURATION.fullmatch(text)
+        if re.fullmatch(_NUMBER, text):
+            seconds = float(text)
+        elif match and any(match.groups()):
+            hours, minutes, secs = (float(group or 0) for group in match.groups())
+            seconds = hours * 3600 + minutes * 60 + secs
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"{source}: key 'time_budget' is {value!r}; give {FORMS}.")
+    return seconds
+
+
+def describe_budget(seconds: float) -> str:
+    """1800 -> "30m", 5400 -> "1h30m", 90 -> "1m30s": the form a person writes."""
+    whole = round(seconds)
+    hours, minutes, secs = whole // 3600, whole % 3600 // 60, whole % 60
+    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "") + (f"{secs}s" if secs else "")
+    return text or f"{seconds:g}s"
+
+
+def resolve_budget(cfg: dict, given: dict, source: str) -> None:
+    """In `resolve`: check the key; with a budget, max_iteration and (unless given) interval_validate
+    wait for the plan. Which of them the config set is kept for the plan and its message."""
+    if budget_seconds(cfg["time_budget"], source) is None:
+        return
+    cfg[PLAN_KEY] = {"replaced_max_iteration": cfg["max_iteration"] if "max_iteration" in given else None,
+                     "interval_given": "interval_validate" in given}
+    cfg["max_iteration"] = UNPLANNED
+    if "interval_validate" not in given:
+        cfg["interval_validate"] = UNPLANNED
+
+
+def continue_plan(cfg: dict, ckpt: dict, log=print) -> None:
+    """On --resume: the checkpoint's plan, when it has one for this budget, replaces the new one."""
+    saved = ckpt.get("config", {})
+    seconds = budget_seconds(cfg["time_budget"])
+    if seconds is None or "planned_at" not in saved.get(PLAN_KEY, {}):
+        return
+    if budget_seconds(saved.get("time_budget")) != seconds:
+        log(f"time_budget: was {saved.get('time_budget')!r}, now {cfg['time_budget']!r}: planning the rest again.")
+        return
+    for key in ("max_iteration", "interval_validate", PLAN_KEY):
+        cfg[key] = saved[key]
+
+
+class TimeBudget:
+    """Times the run and plans it; `validated` after each validation, `stepped` after each step.
+    Inactive (both do nothing) without a budget and after a resume that continues a saved plan."""
+
+    def __init__(self, run, outputs):
+        self.run, self.outputs, self.cfg = run, outputs, run.cfg
+        self.seconds = budget_seconds(self.cfg["time_budget"])
+        plan = self.cfg.get(PLAN_KEY) or {}
+        self.active = self.seconds is not None and "planned_at" not in plan
+        self.validation_times: list[float] = []
+        self.calibration_start = run.progress.iteration + WARMUP_STEPS
+        self.start_time = self.start_validating = 0.0
+        if self.active:
+            outputs.planned(None)  # the run's length is not known yet
+
+    def validated(self, seconds: float) -> None:
+        if not self.active:
+            return
+        self.validation_times.append(seconds)
+        if "planned_at" in self.cfg[PLAN_KEY] and self.run.progress.iteration < self.cfg["max_iteration"]:
+            self._plan()  # not at the end: a longer plan then would restart a finished schedule
+
+    def stepped(self) -> None:
+        if not self.active:
+            return
+        iteration = self.run.progress.iteration
+        if iteration == self.calibration_start:
+            self.start_time, self.start_validating = self.run.elapsed(), sum(self.validation_times)
+        elif iteration == self.calibration_start + CALIBRATION_STEPS:
+            self._plan()
+
+    def _measured(self) -> tuple[float, float, float]:
+        """(seconds per step, seconds per validation, elapsed), the same on every torchrun rank."""
+        import torch
+
+        from segtrain.runtime import distributed
+
+        now = self.run.elapsed()
+        steps = self.run.progress.iteration - self.calibration_start
+        training = now - self.start_time - (sum(self.validation_times) - self.start_validating)
+        # The first validation also pays for one-off work (imports, first pictures): later ones are typical.
+        typical = self.validation_times[1:] or self.validation_times or [0.0]  # none yet: resumed on one
+        numbers = torch.tensor([training / steps, sum(typical) / len(typical), now], dtype=torch.float64,
+                               device=self.run.stepper.device)
+        distributed.all_reduce_sum(numbers, self.run.ctx)
+        step, validation, elapsed = (float(x) / self.run.ctx.world_size for x in numbers)
+        return max(step, 1e-9), validation, elapsed
+
+    def _plan(self) -> None:
+        step, validation, elapsed = self._measured()
+        cfg, plan, now = self.cfg, self.cfg[PLAN_KEY], self.run.progress.iteration
+        first = "planned_at" not in plan
+        pending = self.run.progress.validated != now  # the first plan comes between validations
+        interval = None if first and not plan["interval_given"] else cfg["interval_validate"]
+        left = self.seconds - elapsed
+        affordable = int(VALIDATION_SHARE * left / validation) if validation > 0 else VALIDATIONS
+        validations_wanted = max(1, min(VALIDATIONS, affordable))
+
+        def cost(end: int) -> float:
+            every = interval or max(1, math.ceil(end / validations_wanted))
+            start = now if pending else now + 1
+            validations = end // every - (start - 1) // every + (end % every != 0) if end >= start else 0
+            return (end - now) * step + validations * validation
+
+        # Cost grows with the end, so the latest end that fits is found by bisection. At least one
+        # step more than now: the last step must run at the schedule's end lr.
+        low, high = now + 1, now + 1 + max(0, int(left / step))
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if cost(middle) <= left else (low, middle - 1)
+        old = cfg["max_iteration"]
+        cfg["max_iteration"] = low
+        if first:
+            cfg["interval_validate"] = interval or max(1, math.ceil(low / validations_wanted))
+        plan.update(planned_at=plan.get("planned_at", now), seconds_per_step=step, seconds_per_validation=validation)
+        self.outputs.planned(low)
+        if first:
+            replaced = plan["replaced_max_iteration"]
+            self.run.log(f"time_budget {describe_budget(self.seconds)}: ~{low} iterations at {1 / step:.3g} it/s, "
+                         f"validation every {cfg['interval_validate']} ({validation:.2g} s each)"
+                         + (f"; this plan replaces max_iteration {replaced} of the config" if replaced else ""))
+        elif low != old:
+            self.run.log(f"time_budget: {low} iterations instead of {old} at the {1 / step:.3g} it/s measured so far")

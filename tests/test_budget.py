@@ -1,0 +1,86 @@
+"""time_budget: its forms and one-line errors, a run that ends on time with its schedule complete,
+and --resume continuing the saved plan exactly."""
+
+import csv
+import shutil
+
+import pytest
+import torch
+
+from conftest import run_cli, tiny_config
+from segtrain.cli import main
+from segtrain.data.synthetic import write_sky_folder
+from segtrain.errors import ConfigError
+from segtrain.training.budget import budget_seconds, describe_budget
+from segtrain.training.optimization import poly_factor
+from test_resume import assert_same_state
+
+
+def budget_root(path, budget):
+    """The tiny folder and model; interval_validate left to the plan, max_iteration 6 for it to replace."""
+    cfg = {key: value for key, value in tiny_config(time_budget=budget, threads=1).items() if key != "interval_validate"}
+    return write_sky_folder(path, n_train=12, n_valid=4, size=32, config=cfg)
+
+
+def log_rows(folder):
+    with open(folder / "log.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("value, seconds", [("30m", 1800), ("90s", 90), ("1h30m", 5400), ("2h", 7200),
+                                            (" 1h 5s ", 3605), ("2.5m", 150), ("45", 45), (90, 90), (1.5, 1.5)])
+def test_budget_forms(value, seconds):
+    assert budget_seconds(value) == seconds
+    assert budget_seconds(describe_budget(seconds)) == pytest.approx(seconds, abs=0.5)
+
+
+@pytest.mark.parametrize("value", ["30x", "", "m", "1m1h", "-5", 0, -3, True, [30], "inf"])
+def test_bad_budget_is_one_line_naming_the_forms(value):
+    with pytest.raises(ConfigError) as error:
+        budget_seconds(value, "config.list")
+    message = str(error.value)
+    assert message.startswith("config.list: key 'time_budget' is ") and '"30m", "1h30m"' in message
+    assert "\n" not in message
+
+
+def test_bad_budget_from_the_command_line(tmp_path):
+    root = budget_root(tmp_path / "data", "10s")
+    result = run_cli("train", root, "--set", "time_budget=30x", timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert len(lines) == 1 and "'time_budget' is '30x'" in lines[0] and '"90s"' in lines[0], lines
+    assert not list(root.glob("MODEL-*"))
+
+
+def test_run_ends_on_time_with_the_schedule_complete(tmp_path, capsys):
+    root = budget_root(tmp_path / "data", "10s")
+    assert main(["train", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "time_budget 10s: ~" in out and "replaces max_iteration 6 of the config" in out
+    folder = root / "MODEL-tiny"
+    rows = log_rows(folder)
+    assert float(rows[-1]["elapsed_time"]) == pytest.approx(10, rel=0.15)
+    ckpt = torch.load(folder / "checkpoint.pth.tar", weights_only=True)
+    planned = ckpt["config"]["max_iteration"]
+    assert planned > 20 and ckpt["iteration"] == planned == int(rows[-1]["iteration"])
+    # The last steps ran at the poly schedule's end, not cut off on the way down.
+    assert ckpt["optim_state_dict"]["param_groups"][0]["lr"] == pytest.approx(0.02 * poly_factor(planned, planned))
+    validations = [int(r["iteration"]) for r in rows if r["valid/loss"]]
+    assert len(validations) >= 3 and validations[0] == 0 and validations[-1] == planned
+
+
+def test_resume_continues_the_saved_plan_exactly(tmp_path, capsys):
+    root = budget_root(tmp_path / "data", "5s")
+    assert main(["train", str(root), "--stop-after", "12"]) == 0  # planned after 10 steps
+    saved = torch.load(root / "MODEL-tiny" / "checkpoint.pth.tar", weights_only=True)["config"]
+    assert saved["time_plan"]["planned_at"] == 10 and saved["max_iteration"] > 20
+    other = shutil.copytree(root, tmp_path / "other")
+    capsys.readouterr()
+    assert main(["train", str(root), "--resume"]) == 0
+    assert "time_budget" not in capsys.readouterr().out  # no new plan, no re-planning
+    assert main(["train", str(other), "--resume", "--stop-after", "5"]) == 0
+    assert main(["train", str(other), "--resume"]) == 0
+    assert_same_state(root / "MODEL-tiny" / "checkpoint.pth.tar", other / "MODEL-tiny" / "checkpoint.pth.tar")
+    final = torch.load(root / "MODEL-tiny" / "checkpoint.pth.tar", weights_only=True)
+    assert final["iteration"] == final["config"]["max_iteration"] == saved["max_iteration"]
+    assert final["config"]["interval_validate"] == saved["interval_validate"]

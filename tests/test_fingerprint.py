@@ -1,0 +1,127 @@
+"""The default recipe fits itself to the folder (data/fingerprint.py, config/recipe.py fit_recipe):
+input size with the images' aspect, batch, a loss for rare classes; keys the config sets are kept,
+and a config that sets lr (the original recipe) is left exactly as it was."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import write_config, write_mixed_split
+from segtrain.cli import main
+from segtrain.config.load import resolve
+from segtrain.config.recipe import FIT_KEY, fit_recipe
+from segtrain.data import fingerprint as fingerprint_module
+from segtrain.data.folder import inspect_root
+
+WIDE = (360, 480)  # (H, W) of CamVid's frames
+
+
+def wide_root(path, n_train=5, n_valid=2):
+    path.mkdir(parents=True)
+    (path / "class_names.list").write_text("sky\ncloud\n")
+    write_mixed_split(path / "train", [WIDE] * n_train)
+    write_mixed_split(path / "valid", [WIDE] * n_valid, seed=2)
+    return path
+
+
+def rare_class_root(path, n_train=6):
+    """Three classes in index masks: halves of 'ground' and 'sky', and a 2x2 'bird' (0.1%)."""
+    path.mkdir(parents=True)
+    (path / "class_names.list").write_text("ground\nsky\nbird\n")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", n_train), ("valid", 2)):
+        for kind in ("images", "labels"):
+            (path / split / kind).mkdir(parents=True)
+        for k in range(count):
+            mask = np.zeros((64, 64), np.uint8)
+            mask[:, 32:] = 1
+            mask[10:12, 40:42] = 2
+            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path / split / "images" / f"{k}.png")
+            Image.fromarray(mask).save(path / split / "labels" / f"{k}.png")
+    return path
+
+
+def fitted(root, raw, device_type="cpu"):
+    cfg = resolve(raw)
+    lines = []
+    fit_recipe(cfg, inspect_root(root, cfg), device_type, log=lines.append)
+    return cfg, "\n".join(lines)
+
+
+def test_input_keeps_the_images_aspect(tmp_path):
+    cfg, said = fitted(wide_root(tmp_path / "data"), {})
+    assert cfg["image_size"] == [144, 192]  # 4:3 like the images, about 160x160 pixels, sides multiples of 16
+    assert cfg["batch_size"] == 5 and cfg["loss"] == "ce" and cfg["class_weights"] is None  # 5 images; no rare class
+    assert "input 144x192 (median image 360x480, aspect 1.33 kept" in said and "batch 5 (5 training images)" in said
+    assert "set image_size/batch_size/loss/class_weights in config.list to choose otherwise" in said
+    cfg, said = fitted(tmp_path / "data", {}, "cuda")
+    assert cfg["image_size"] == [272, 368] and cfg["batch_size"] == 5 and "on the GPU" in said
+
+
+def test_small_images_are_not_upsampled(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir(parents=True)
+    (root / "class_names.list").write_text("sky\ncloud\n")
+    write_mixed_split(root / "train", [(48, 64)] * 4)
+    write_mixed_split(root / "valid", [(48, 64)] * 2)
+    assert fitted(root, {})[0]["image_size"] == [48, 64]
+
+
+def test_rare_class_gets_dice_and_auto_weights(tmp_path):
+    cfg, said = fitted(rare_class_root(tmp_path / "data"), {})
+    assert cfg["loss"] == "ce+dice" and cfg["class_weights"] == "auto"
+    assert "loss ce+dice, class_weights auto (rarest class 'bird': 0.1% of the labelled pixels of 6 masks" in said
+
+
+def test_keys_the_config_sets_are_kept(tmp_path):
+    root = rare_class_root(tmp_path / "data")
+    cfg, said = fitted(root, {"image_size": 48, "loss": "focal"})
+    assert cfg["image_size"] == [48, 48] and cfg["loss"] == "focal"
+    assert cfg["class_weights"] == "auto" and cfg["batch_size"] == 6  # the open keys are still fitted
+    assert cfg[FIT_KEY] == ["batch_size", "class_weights"] and "set batch_size/class_weights" in said
+    cfg, _ = fitted(root, {"class_weights": None, "batch_size": 2})
+    assert cfg["class_weights"] is None and cfg["batch_size"] == 2 and cfg["loss"] == "ce+dice"
+
+
+@pytest.mark.parametrize("raw", [
+    {"max_iteration": 100, "lr": 1e-10, "momentum": 0.99, "batch_size": 1, "backbone": "resnet", "fcn": "50"},
+    {"lr": 0.01},
+])
+def test_a_config_that_sets_lr_is_not_fitted(tmp_path, raw):
+    root = rare_class_root(tmp_path / "data")
+    cfg = resolve(raw)
+    before = copy.deepcopy(cfg)
+    lines = []
+    fit_recipe(cfg, inspect_root(root, cfg), "cpu", log=lines.append)
+    assert cfg == before and FIT_KEY not in cfg and not lines
+
+
+def test_at_most_50_masks_are_read(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    root.mkdir(parents=True)
+    (root / "class_names.list").write_text("sky\ncloud\n")
+    write_mixed_split(root / "train", [(16, 16)] * 60)
+    write_mixed_split(root / "valid", [(16, 16)] * 2)
+    read = []
+    original = fingerprint_module.read_mask
+    monkeypatch.setattr(fingerprint_module, "read_mask", lambda path: read.append(path) or original(path))
+    cfg = resolve({})
+    fp = fingerprint_module.fingerprint(inspect_root(root, cfg))
+    assert len(read) == 50 and fp.n_train == 60 and fp.median_size == (16, 16)
+
+
+def test_training_stores_the_choices_and_resume_keeps_them(tmp_path, capsys):
+    root = wide_root(tmp_path / "data")
+    write_config(root, model="fcn_resnet18", max_iteration=2, interval_validate=1, pretrained_backbone=False,
+                 n_workers=0, output_dir="fit", log_interval=100)
+    assert main(["train", str(root), "--stop-after", "1"]) == 0
+    assert "recipe fitted to 5 training images: input 144x192" in capsys.readouterr().out
+    # Resume keeps what the run started with, though the folder now has more (and other) images.
+    write_mixed_split(root / "train", [(200, 200)] * 9, seed=3)
+    assert main(["train", str(root), "--resume"]) == 0
+    assert "recipe fitted" not in capsys.readouterr().out
+    ckpt = torch.load(root / "MODEL-fit" / "checkpoint.pth.tar", weights_only=True)
+    assert ckpt["iteration"] == 2 and ckpt["image_size"] == [144, 192] and ckpt["config"]["batch_size"] == 5
