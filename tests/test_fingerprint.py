@@ -56,9 +56,12 @@ def test_input_keeps_the_images_aspect(tmp_path):
     assert cfg["image_size"] == [144, 192]  # 4:3 like the images, about 160x160 pixels, sides multiples of 16
     assert cfg["batch_size"] == 5 and cfg["loss"] == "ce" and cfg["class_weights"] is None  # 5 images; no rare class
     assert "input 144x192 (median image 360x480, aspect 1.33 kept" in said and "batch 5 (5 training images)" in said
-    assert "set image_size/batch_size/loss/class_weights in config.list to choose otherwise" in said
+    assert "set image_size/batch_size/loss/class_weights/amp/n_workers in config.list to choose otherwise" in said
     cfg, said = fitted(tmp_path / "data", {}, "cuda")
     assert cfg["image_size"] == [272, 368] and cfg["batch_size"] == 5 and "on the GPU" in said
+    assert cfg["amp"] is True and cfg["n_workers"] >= 2 and "AMP (bf16 autocast)" in said
+    cfg, _ = fitted(tmp_path / "data", {"amp": False, "n_workers": 1}, "cuda")
+    assert cfg["amp"] is False and cfg["n_workers"] == 1  # what the config sets stays
 
 
 def test_small_images_are_not_upsampled(tmp_path):
@@ -81,7 +84,7 @@ def test_keys_the_config_sets_are_kept(tmp_path):
     cfg, said = fitted(root, {"image_size": 48, "loss": "focal"})
     assert cfg["image_size"] == [48, 48] and cfg["loss"] == "focal"
     assert cfg["class_weights"] == "auto" and cfg["batch_size"] == 6  # the open keys are still fitted
-    assert cfg[FIT_KEY] == ["batch_size", "class_weights"] and "set batch_size/class_weights" in said
+    assert cfg[FIT_KEY] == ["batch_size", "class_weights", "amp", "n_workers"] and "set batch_size/class_weights/" in said
     cfg, _ = fitted(root, {"class_weights": None, "batch_size": 2})
     assert cfg["class_weights"] is None and cfg["batch_size"] == 2 and cfg["loss"] == "ce+dice"
 

@@ -38,7 +38,7 @@ def written_out(n_train: int, image_size: int | None, n_workers: int) -> dict:
 # data/fingerprint.py) and the device, as nnU-Net plans from its dataset fingerprint. A config that
 # sets lr (the original tool's, or one tuned by hand) is left as it is.
 FIT_KEY = "fitted_to_data"  # in the run's config: the keys the recipe chose
-FITTED_KEYS = ("image_size", "batch_size", "loss", "class_weights")
+FITTED_KEYS = ("image_size", "batch_size", "loss", "class_weights", "amp", "n_workers")
 # Input of about SIDE x SIDE pixels (the measured CPU default; a GPU affords 4x the pixels and
 # twice the batch), rounded to multiples of SIZE_MULTIPLE: the strides of the models' encoders.
 INPUT_SIDE = {"cpu": 160, "cuda": 320}
@@ -48,6 +48,12 @@ SIZE_MULTIPLE = 16
 # attention: Dice weighs each present class alike, median-frequency weights do so for cross-entropy.
 RARE_CLASS_SHARE = 0.02
 RARE_CLASS_LOSS = "ce+dice"
+# On a GPU, bf16 autocast made a training step 1.5x faster (bench/gpu.py, H100), and the CPU's
+# data loading is what holds the model back: camvid's default recipe trained at 6.2 it/s with 2
+# workers and 21 it/s with 12 workers and AMP (BENCHMARKS.md, section 5). On the CPU, 2 workers
+# (the original's default) beside the model's threads measured best (section 2).
+CPU_WORKERS = 2
+GPU_WORKERS_MAX = 12
 
 
 def open_keys(raw: dict) -> list[str]:
@@ -61,6 +67,13 @@ def fitted_size(median_size: tuple[int, int], aspect: float, side: int) -> list[
     height, width = side / aspect**0.5, side * aspect**0.5
     scale = min(1.0, median_size[0] / height, median_size[1] / width)
     return [max(SIZE_MULTIPLE, round(length * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE) for length in (height, width)]
+
+
+def gpu_workers() -> int:
+    """Workers to feed a GPU: every core but the main process's, up to GPU_WORKERS_MAX."""
+    from segtrain.runtime.cpu_threads import available_cores
+
+    return max(CPU_WORKERS, min(GPU_WORKERS_MAX, available_cores() - 1))
 
 
 def fit_recipe(cfg: dict, spec, device_type: str, saved: dict | None = None, log=print) -> None:
@@ -82,7 +95,9 @@ def fit_recipe(cfg: dict, spec, device_type: str, saved: dict | None = None, log
     chosen = {"image_size": fitted_size(fp.median_size, fp.aspect, INPUT_SIDE[device]),
               "batch_size": min(BATCH[device], fp.n_train),
               "loss": RARE_CLASS_LOSS if rare else "ce",
-              "class_weights": "auto" if rare else None}
+              "class_weights": "auto" if rare else None,
+              "amp": device == "cuda",
+              "n_workers": gpu_workers() if device == "cuda" else CPU_WORKERS}
     cfg.update({key: chosen[key] for key in keys})
 
     side = INPUT_SIDE[device]
@@ -93,11 +108,14 @@ def fit_recipe(cfg: dict, spec, device_type: str, saved: dict | None = None, log
         "batch_size": f"batch {chosen['batch_size']}" + (f" ({fp.n_train} training images)"
                                                          if chosen["batch_size"] < BATCH[device] else ""),
     }
+    if device == "cuda":
+        why["amp"] = "AMP (bf16 autocast)" if chosen["amp"] else ""
+        why["n_workers"] = f"{chosen['n_workers']} data-loading workers (the GPU waits on the CPU's augmentation)"
     balance = [f"loss {cfg['loss']}"] * ("loss" in keys) + ["class_weights auto"] * ("class_weights" in keys and rare)
     if balance and rarest is not None:
         why["loss"] = (f"{', '.join(balance)} (rarest class {spec.class_names[rarest]!r}: "
                        f"{fp.class_share[rarest]:.1%} of the labelled pixels of {fp.sampled_masks} masks, "
                        f"{'under' if rare else 'not under'} {RARE_CLASS_SHARE:.0%})")
     log(f"recipe fitted to {fp.n_train} training images: "
-        + "; ".join(text for key, text in why.items() if key in keys or key == "loss"))
+        + "; ".join(text for key, text in why.items() if text and (key in keys or key == "loss")))
     log(f"recipe: set {'/'.join(keys)} in config.list to choose otherwise")
