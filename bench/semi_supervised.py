@@ -104,7 +104,7 @@ def summarize(dataset: str, minutes: float, runs: dict[str, dict]) -> tuple[str,
              f"{r['final_mean_iu']:.3f}", f"{r['best_mean_iu']:.3f}"] for v, r in runs.items()]
     met = gain >= TARGET_GAIN and share >= TARGET_SHARE
     text = (table(["run", "labeled", "unlabeled", "s/iteration", "iterations", "final mIoU", "best mIoU"], rows)
-            + f"\n\n{dataset}, {minutes:g} min of training each: semi - labeled = {gain:+.3f} mean IoU "
+            + f"\n\n{dataset}, {minutes:.3g} min of training each: semi - labeled = {gain:+.3f} mean IoU "
             f"(target +{TARGET_GAIN}); gap to all-labeled closed: {share:.0%} (target {TARGET_SHARE:.0%}); "
             f"targets {'met' if met else 'NOT met'}.")
     return text, {"gain": gain, "gap_closed": share, "targets_met": met}
