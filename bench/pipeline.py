@@ -32,7 +32,7 @@ BATCH = 8
 def loader_rate(cfg: dict, spec, batches: int) -> tuple[float, float]:
     """(images/s over `batches` batches after the first, seconds to build the loader incl. cache)."""
     start = time.perf_counter()
-    loader, _, _ = make_loaders(spec, cfg, torch.device("cpu"), cfg["n_workers"], log=lambda *_: None)
+    loader, _, _, _ = make_loaders(spec, cfg, torch.device("cpu"), cfg["n_workers"], log=lambda *_: None)
     it = iter(loader)
     next(it)  # worker start-up is paid once per run, not per image
     setup = time.perf_counter() - start
@@ -62,7 +62,7 @@ def epoch_child(images: int, cache_mb: float) -> None:
     cfg = resolve({"cache_mb": cache_mb, "pretrained_backbone": False}, "bench")
     spec = inspect_root(data_folder("swimseg"), cfg)
     spec = dataclasses.replace(spec, train=spec.train[:images], valid=spec.valid[:1])
-    loader, sampler, _ = make_loaders(spec, cfg, torch.device("cpu"), cfg["n_workers"], log=lambda *_: None)
+    loader, sampler, _, _ = make_loaders(spec, cfg, torch.device("cpu"), cfg["n_workers"], log=lambda *_: None)
     it = iter(loader)
     for _ in range(sampler.batches_per_epoch):
         next(it)

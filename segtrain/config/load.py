@@ -68,6 +68,11 @@ KEYS: dict[str, tuple[Any, str]] = {
     "ema_decay": (None, "average the weights over training (EMA) with this decay, e.g. 0.999 (about the last 1000 "
                   "iterations; a decay, not a switch, because the window must fit the run's length); validation, "
                   "checkpoints and export use the average; null = off"),
+    "unlabeled_dir": (None, "folder of images without masks used for FixMatch consistency (relative to ROOT); "
+                      "null = ROOT/unlabeled when it exists, else off"),
+    "unlabeled_weight": (1.0, "weight of the unlabeled images' consistency loss"),
+    "unlabeled_threshold": (0.95, "confidence (max softmax) from which a pixel of an unlabeled image gets a pseudo-label"),
+    "unlabeled_batch_size": (None, "unlabeled images per training step; null = batch_size"),
 }
 
 MODES = ("train", "test")
@@ -255,6 +260,17 @@ def _check_numbers(cfg: dict, source: str) -> None:
     _number(cfg, "valid_fraction", source, minimum=0, exclusive=True)
     if cfg["valid_fraction"] >= 1:
         raise ConfigError(f"{source}: key 'valid_fraction' must be below 1, got {cfg['valid_fraction']!r}.")
+    _check_unlabeled(cfg, source)
+
+
+def _check_unlabeled(cfg: dict, source: str) -> None:
+    _number(cfg, "unlabeled_weight", source, minimum=0)
+    _number(cfg, "unlabeled_threshold", source, minimum=0, maximum=1)
+    if cfg["unlabeled_batch_size"] is not None:
+        _number(cfg, "unlabeled_batch_size", source, integer=True, minimum=1)
+    if cfg["unlabeled_dir"] is not None and (not isinstance(cfg["unlabeled_dir"], str) or not cfg["unlabeled_dir"]):
+        raise ConfigError(f"{source}: key 'unlabeled_dir' must be a folder path string or null, "
+                          f"got {cfg['unlabeled_dir']!r}.")
 
 
 def _check_flags(cfg: dict, source: str) -> None:

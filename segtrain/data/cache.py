@@ -21,7 +21,7 @@ BYTES_PER_PIXEL = 4  # RGB image + one-byte label
 
 
 def decoded_bytes(dataset: SegmentationDataset, index: int) -> int:
-    with Image.open(dataset.pairs[index].image) as img:  # header only
+    with Image.open(dataset.image_path(index)) as img:  # header only
         width, height = img.size
     return width * height * BYTES_PER_PIXEL
 

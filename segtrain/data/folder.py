@@ -237,14 +237,21 @@ class SegmentationDataset(torch.utils.data.Dataset):
         image, mask = self.load(index)
         image_t = tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))
         mask_t = tv_tensors.Mask(torch.from_numpy(mask))
-        if self.seed is None:  # a transform without randomness needs no seed (fork_rng costs ~0.2 ms)
-            image_t, mask_t = self.transform(image_t, mask_t)
-        else:
-            # Augmentation drawn from the sample's own seed: the same in any worker, and after a resume.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(sample_seed(self.seed, epoch, index))
-                image_t, mask_t = self.transform(image_t, mask_t)
+        image_t, mask_t = augment(self.transform, self.seed, epoch, index, image_t, mask_t)
         return image_t.as_subclass(torch.Tensor), mask_t.as_subclass(torch.Tensor).long()
+
+    def image_path(self, index: int) -> Path:
+        return self.pairs[index].image
+
+
+def augment(transform, seed: int | None, epoch: int, index: int, *inputs):
+    """transform(*inputs) with its randomness drawn from the sample's own seed: the same in any
+    worker, and after a resume. seed None: a transform without randomness (fork_rng costs ~0.2 ms)."""
+    if seed is None:
+        return transform(*inputs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(sample_seed(seed, epoch, index))
+        return transform(*inputs)
 
 
 def collate_eval(batch):

@@ -17,7 +17,8 @@ def _to_float():
     return [v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True), v2.Normalize(MEAN, STD)]
 
 
-def train_transform(image_size: list[int] | None, augment: bool) -> v2.Compose:
+def train_transform(image_size: list[int] | None, augment: bool, jitter: bool = True) -> v2.Compose:
+    """jitter=False: the geometric part only (FixMatch's weak view of an unlabeled image)."""
     steps: list = []
     if image_size is not None:
         if augment:
@@ -29,8 +30,9 @@ def train_transform(image_size: list[int] | None, augment: bool) -> v2.Compose:
         steps += [
             v2.RandomHorizontalFlip(),
             v2.RandomVerticalFlip(),  # whole-sky and microscope images have no preferred up
-            v2.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.02),
         ]
+        if jitter:
+            steps.append(v2.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.02))
     return v2.Compose(steps + _to_float())
 
 

@@ -8,12 +8,14 @@ disk, say) are reported once and do not stop a run; its log and checkpoints are 
 
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from segtrain.data.folder import DataSpec, SegmentationDataset
+from segtrain.data.unlabeled import Unlabeled
 from segtrain.errors import OutputError
 from segtrain.outputs.checkpoints import BEST_NAME, CHECKPOINT_NAME, save_atomic
 from segtrain.outputs.curves import draw_curves, read_log
@@ -22,6 +24,8 @@ from segtrain.outputs.progress import ProgressReporter
 from segtrain.outputs.report import ReportData, Validation, write_report
 from segtrain.outputs.tensorboard_log import TensorBoardLog
 from segtrain.outputs.visualize import write_visualization
+
+UNLABELED_WINDOW = 100  # iterations whose unlabeled loss and confident share the report averages
 
 
 def dataset_summary(spec: DataSpec) -> dict[str, object]:
@@ -43,9 +47,11 @@ class RunOutputs:
     """Opened once the run's folder exists; `close` ends what it opened, also after an error."""
 
     def __init__(self, out_dir: Path, cfg: dict, spec: DataSpec, colors: list[list[int]],
-                 valid_set: SegmentationDataset, start_iteration: int, log=print):
+                 valid_set: SegmentationDataset, start_iteration: int, log=print, unlabeled: Unlabeled | None = None):
         self.out_dir = Path(out_dir)
         self.cfg, self.spec, self.colors, self.valid_set, self.log = cfg, spec, colors, valid_set, log
+        self.unlabeled = unlabeled
+        self.unlabeled_recent: deque[tuple[float, float]] = deque(maxlen=UNLABELED_WINDOW)
         self.best: Validation | None = None
         self.drawing_failed = False
         self.tensorboard = None
@@ -65,6 +71,22 @@ class RunOutputs:
         if self.tensorboard is not None:
             self.tensorboard.train_step(iteration, row, lr)
         self.reporter.iteration(iteration + 1, epoch, row["loss"], lr)
+
+    def unlabeled_step(self, iteration: int, loss: float, confident: float) -> None:
+        """The consistency loss and share of confident pixels of a step (rank 0's share of the batch)."""
+        self.unlabeled_recent.append((loss, confident))
+        if self.tensorboard is not None:
+            self.tensorboard.unlabeled_step(iteration, loss, confident)
+
+    def unlabeled_note(self) -> list[str]:
+        if self.unlabeled is None:
+            return []
+        note = f"unlabeled images: {len(self.unlabeled.paths)} from {self.unlabeled.folder} (FixMatch consistency)"
+        if self.unlabeled_recent:
+            losses, shares = zip(*self.unlabeled_recent)
+            note += (f"; last {len(losses)} iterations: unlabeled loss {sum(losses) / len(losses):.4g}, "
+                     f"confident pixels {100 * sum(shares) / len(shares):.1f}%")
+        return [note]
 
     def validation(self, iteration: int, epoch: int, result: dict, shown: list[tuple[int, np.ndarray]],
                    is_best: bool, checkpoint: Callable[[], dict], elapsed: float) -> None:
@@ -104,7 +126,7 @@ class RunOutputs:
                 run_name=self.out_dir.name, config=self.cfg, class_names=self.spec.class_names,
                 class_colors=self.colors, dataset=dataset_summary(self.spec), iteration=iteration,
                 max_iteration=self.cfg["max_iteration"], best=self.best, latest=latest, curves_png=curves,
-                visualization=viz))
+                visualization=viz, notes=self.unlabeled_note()))
         except (OSError, OutputError) as e:
             if not self.drawing_failed:  # say it once, not at every validation of a long run
                 self.log(f"note: could not write curves.png/report.html ({e}); training goes on.")
@@ -123,6 +145,9 @@ class NoOutputs:
     checkpoint_path = None
 
     def train_row(self, *args) -> None:
+        pass
+
+    def unlabeled_step(self, *args) -> None:
         pass
 
     def validation(self, *args) -> None:

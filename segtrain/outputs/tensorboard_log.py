@@ -33,6 +33,12 @@ class TensorBoardLog:
             self.writer.add_scalar(f"train/{metric}", row[metric], iteration)
         self.writer.add_scalar("train/lr", lr, iteration)
 
+    def unlabeled_step(self, iteration: int, loss: float, confident: float) -> None:
+        if self.writer is None:
+            return
+        self.writer.add_scalar("train/unlabeled_loss", loss, iteration)
+        self.writer.add_scalar("train/confident_pixels", confident, iteration)
+
     def validation(self, iteration: int, result: dict, tile: np.ndarray | None) -> None:
         if self.writer is None:
             return

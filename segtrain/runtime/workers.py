@@ -48,10 +48,11 @@ def fit_workers(wanted: int, cpus: int, shm_free: int | None, one_batch: int) ->
     return workers, notes
 
 
-def plan_workers(cfg: dict, train_sizes: set[tuple[int, int]], log=print) -> int:
-    """The run's worker count; train_sizes are the (H, W) of the training images."""
+def plan_workers(cfg: dict, train_sizes: set[tuple[int, int]], log=print, unlabeled_batch: int = 0) -> int:
+    """The run's worker count; train_sizes are the (H, W) of the training images. Each worker
+    also prefetches unlabeled_batch unlabeled images per step (0: none)."""
     height, width = cfg["image_size"] or max(train_sizes, key=lambda hw: hw[0] * hw[1])
-    one_batch = batch_bytes(cfg["batch_size"], height, width)
+    one_batch = batch_bytes(cfg["batch_size"] + unlabeled_batch, height, width)
     workers, notes = fit_workers(cfg["n_workers"], os.cpu_count() or 1, shm_free_bytes(), one_batch)
     for note in notes:
         log(note)

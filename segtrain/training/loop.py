@@ -47,9 +47,11 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
         cleanup.enter_context(explain_out_of_memory(run))  # exits last: sees the error after clean-up
         cleanup.callback(distributed.shutdown, run.ctx)
         position = sample_position(progress.iteration, len(run.spec.train), cfg["batch_size"], run.ctx.world_size)
-        train_loader, sampler, valid_loader = make_loaders(run.spec, cfg, run.stepper.device, run.workers, *position,
-                                                           ctx=run.ctx, log=run.log)
+        train_loader, sampler, valid_loader, unlabeled_loader = make_loaders(
+            run.spec, cfg, run.stepper.device, run.workers, *position, ctx=run.ctx, log=run.log,
+            unlabeled=run.unlabeled, iteration=progress.iteration)
         batches = cleanup.enter_context(batches_of(train_loader))
+        unlabeled = cleanup.enter_context(batches_of(unlabeled_loader)) if unlabeled_loader is not None else None
         if run.resumed_from is not None:  # after the loader drew its seed, as the first run's had before
             restore_rng(run.resumed_from["resume"]["rng"])
         outputs = cleanup.enter_context(contextlib.closing(open_outputs(run, valid_loader.dataset)))
@@ -68,9 +70,12 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
                 break
             images, masks = next(batches)
             progress.epoch = progress.iteration // sampler.batches_per_epoch
-            loss, hist = run.stepper.global_step(images, masks, progress.iteration, run.ctx)
+            loss, hist = run.stepper.global_step(images, masks, progress.iteration, run.ctx,
+                                                 next(unlabeled) if unlabeled is not None else None)
             outputs.train_row(progress.iteration, progress.epoch, {**scores(hist), "loss": loss}, run.stepper.lr,
                               run.elapsed())
+            if unlabeled is not None:
+                outputs.unlabeled_step(progress.iteration, *run.stepper.consistency.stats())
             progress.iteration += 1
             budget.stepped()
         outputs.done(progress.best_mean_iu)
@@ -80,7 +85,8 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
 def open_outputs(run: TrainingRun, valid_set) -> RunOutputs | NoOutputs:
     if not run.ctx.is_main:
         return NoOutputs()
-    return RunOutputs(run.out_dir, run.cfg, run.spec, run.colors, valid_set, run.progress.iteration, run.log)
+    return RunOutputs(run.out_dir, run.cfg, run.spec, run.colors, valid_set, run.progress.iteration, run.log,
+                      run.unlabeled)
 
 
 def say_if_finished(run: TrainingRun) -> None:

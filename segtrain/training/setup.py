@@ -21,6 +21,7 @@ from segtrain.config.recipe import fit_recipe
 from segtrain.data.classes import voc_colormap
 from segtrain.data.folder import DataSpec, check_batchable, inspect_root
 from segtrain.data.transforms import MEAN, STD
+from segtrain.data.unlabeled import Unlabeled, find_unlabeled
 from segtrain.evaluation.inference import use_channels_last
 from segtrain.models.losses import build_loss
 from segtrain.models.registry import build_model, resolve_backbone_weights
@@ -33,6 +34,7 @@ from segtrain.runtime import distributed, interrupt
 from segtrain.runtime.device import select_device
 from segtrain.runtime.workers import plan_workers
 from segtrain.training.budget import continue_plan
+from segtrain.training.consistency import Consistency
 from segtrain.training.optimization import make_optimizer, make_scaler, make_schedule
 from segtrain.training.resume import (Progress, check_compatible, checkpoint_to_resume, read_resumable, restore,
                                       resume_state)
@@ -57,6 +59,7 @@ class TrainingRun:
     start_iteration: int = 0
     last_result: dict | None = None  # the latest validation's numbers, kept in checkpoints
     clock_start: float = 0.0
+    unlabeled: Unlabeled | None = None  # images without masks (training/consistency.py); None = off
 
     def start_clock(self) -> None:
         """elapsed_time counts training, not set-up; a resumed run goes on from its saved time."""
@@ -147,6 +150,7 @@ def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: st
     check_batchable(spec, cfg["image_size"], cfg["batch_size"])
     if ckpt is not None:
         continue_plan(cfg, ckpt, log)
+    unlabeled = find_unlabeled(root, cfg, spec.sizes["train"], log)
     # A resumed run's weights come from its checkpoint: fetch or load no others first.
     fresh = ckpt is None
     model = build_model_for_run(root, cfg, spec.class_names, device, ctx, log, cfg["pretrained_net"] if fresh else "",
@@ -154,7 +158,10 @@ def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: st
     describe(root, cfg, spec, device, ctx, log)
     if ckpt is not None:
         check_compatible(ckpt, cfg, spec.class_names, ckpt_path, log)
-    workers = plan_workers(cfg, spec.sizes["train"], log)
+    if unlabeled is not None:
+        log(f"unlabeled: {len(unlabeled.paths)} images from {unlabeled.folder} (FixMatch consistency, threshold "
+            f"{cfg['unlabeled_threshold']:g}, weight {cfg['unlabeled_weight']:g}, {unlabeled.batch_size} per step)")
+    workers = plan_workers(cfg, spec.sizes["train"], log, unlabeled.batch_size if unlabeled is not None else 0)
     if interrupt.requested():
         raise interrupt.Stopped("stopped before training began; nothing was written.", interrupt.requested())
     out_dir = ckpt_path.parent if ckpt is not None else (output_folder(root, cfg["output_dir"], log) if ctx.is_main else None)
@@ -164,13 +171,17 @@ def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: st
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     scaler = make_scaler(cfg["amp"], device)
     criterion = build_loss(cfg, spec.class_names, spec.train, spec.decoder, log)
+    # Seeds: the labeled images' augmentation draws from seed, the unlabeled order and weak views
+    # from seed + 1, the strong views from seed + 2, so no two streams coincide.
+    consistency = None if unlabeled is None else Consistency(cfg["unlabeled_threshold"], cfg["unlabeled_weight"],
+                                                             cfg["seed"] + 2, ctx.rank, cfg["loss_reduction"])
     stepper = Stepper(model, criterion, optimizer, scheduler, scaler, device, len(spec.class_names),
                       cfg["amp"], use_channels_last(cfg["channels_last"], cfg["image_size"], device), cfg["aux_loss"],
                       # validation and checkpoints use the plain module: eval-mode and size changes
                       # would each compile again
-                      compiled=torch.compile(model) if cfg["compile"] else None)
+                      compiled=torch.compile(model) if cfg["compile"] else None, consistency=consistency)
     run = TrainingRun(root, cfg, spec, stepper, ctx, spec.class_colors or voc_colormap(len(spec.class_names)),
-                      out_dir, Progress(), workers, log)
+                      out_dir, Progress(), workers, log, unlabeled=unlabeled)
     if ckpt is not None:
         continue_from(run, ckpt, ckpt_path, schedule)
     stepper.average_weights(cfg["ema_decay"], ckpt)
