@@ -3,25 +3,25 @@
 PyTorch's OpenMP threads spin for a while at the end of every parallel op before they sleep. On
 idle cores that is the fastest choice (bench/threads.py: sleeping at once, OMP_WAIT_POLICY=PASSIVE,
 made a training step 1.25-1.4x slower on an idle 2-core machine). Beside another busy process the
-same spinning takes the core from the very thread it waits for: 1.6-3x slower than PASSIVE there,
-and one thread per free core was faster still. So segtrain looks at the cores for a tenth of a
-second when it is imported: idle cores keep PyTorch's own defaults; busy ones get one thread per
-free core, sleeping while they wait. A value the user set (OMP_WAIT_POLICY, GOMP_SPINCOUNT,
-OMP_NUM_THREADS, or the config's `threads`) always wins.
+same spinning takes the core from the very thread it waits for: 1.5-2x slower than PASSIVE there.
+So segtrain looks at the cores for a tenth of a second when it is imported: idle cores keep
+PyTorch's own defaults; busy ones get threads that sleep while they wait. The thread count stays
+PyTorch's (one per core) either way, although one thread per free core measured ~15% faster beside
+a busy process: the count changes the order of float sums, so a run would then depend on the
+machine's load at its start, and two runs of one config must match. A value the user set
+(OMP_WAIT_POLICY, GOMP_SPINCOUNT, OMP_NUM_THREADS, or the config's `threads`) always wins.
 
 This module must not import torch: libgomp reads these variables when torch loads.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
 from dataclasses import dataclass
 
 WAIT_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-THREADS_KEY = "OMP_NUM_THREADS"
 SAMPLE_SECONDS = 0.1
 # Another process using half a core or more on average counts as busy: below that, a spinning
 # thread that loses its core now and then still costs less than sleeping at every op.
@@ -74,28 +74,19 @@ def _load_average() -> float | None:
 
 def decide(env: dict[str, str], cores: int, busy: float | None) -> Choice:
     """What to set, given the environment, the cores this process may use and the busy ones."""
-    user_wait = any(k in env for k in WAIT_KEYS)
-    user_threads = THREADS_KEY in env
     if busy is None or busy < BUSY_THRESHOLD:
         seen = "cores idle at start" if busy is not None else "load not measurable here"
         return Choice({}, f"{seen}: PyTorch's defaults (threads spin briefly while they wait)")
-    free = max(1, min(cores, math.floor(cores - busy + 0.5)))
-    chosen = {}
-    if not user_wait:
-        chosen["OMP_WAIT_POLICY"] = "PASSIVE"
-    if not user_threads:
-        chosen[THREADS_KEY] = str(free)
-    return Choice(chosen, f"{busy:.1f} of {cores} cores busy at start: "
-                  + ", ".join(f"{k}={v}" for k, v in chosen.items()))
+    return Choice({"OMP_WAIT_POLICY": "PASSIVE"}, f"{busy:.1f} of {cores} cores busy at start: threads sleep while "
+                  "they wait (OMP_WAIT_POLICY=PASSIVE)")
 
 
 def choose_before_torch_loads(environ=os.environ) -> Choice:
-    """Set the choice in `environ` unless the user decided both things already."""
+    """Set the choice in `environ` unless the user chose how threads wait."""
     if "torch" in sys.modules:  # a script imported torch first: libgomp has read its settings already
         return Choice({}, "torch was loaded before segtrain: its thread settings stay as they were")
-    if any(k in environ for k in WAIT_KEYS) and THREADS_KEY in environ:
-        return Choice({}, "set by you: " + ", ".join(f"{k}={environ[k]}" for k in (*WAIT_KEYS, THREADS_KEY)
-                                                      if k in environ))
+    if any(k in environ for k in WAIT_KEYS):
+        return Choice({}, "set by you: " + ", ".join(f"{k}={environ[k]}" for k in WAIT_KEYS if k in environ))
     choice = decide(dict(environ), available_cores(), busy_cores())
     environ.update(choice.env)
     return choice

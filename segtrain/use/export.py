@@ -246,6 +246,9 @@ def export(checkpoint: Path, fmt: str, out: Path, size: list[int] | None = None,
     """Export, verify, then rename into place: a failed export leaves no file (and an old one intact)."""
     out = _check_request(fmt, out, int8, calibrate_on)
     trained = load_trained(checkpoint, "cpu", log)
+    # Exported graphs take plain NCHW tensors (torch.export cannot trace channels_last weights into
+    # ONNX); the runtime that loads the file chooses its own layout.
+    trained.model.to(memory_format=torch.contiguous_format)
     size = list(size) if size else trained.image_size
     if size is None:
         raise ExportError(f"{checkpoint}: the model was trained at native image size, so the export needs an "
