@@ -1,0 +1,94 @@
+"""segtrain audit: planted bad masks come first, the files land only in the chosen folder, and
+bad input is a one-line error that writes nothing."""
+
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_cli, tiny_config, write_config
+from segtrain.cli import main
+from segtrain.data.synthetic import write_sky_folder
+from segtrain.outputs.visualize import GAP
+
+CKPT = "MODEL-tiny/model_best.pth.tar"
+PLANTED = ["train/images/sky0003.png", "train/images/sky0010.png"]
+
+
+def tree(folder):
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """16 training pairs of which 2 have their classes swapped (sky marked cloud and back), and a
+    tiny model trained on them with the default recipe (enough to learn the easy synthetic skies)."""
+    root = write_sky_folder(tmp_path_factory.mktemp("audit") / "data", n_train=16, n_valid=4, size=32)
+    cfg = tiny_config(max_iteration=40, interval_validate=40)
+    del cfg["lr"]  # the default recipe (AdamW), which learns these skies in a few dozen iterations
+    write_config(root, **cfg)
+    for image in PLANTED:
+        label = root / image.replace("images", "labels")
+        Image.fromarray(255 - np.asarray(Image.open(label))).save(label)
+    assert main(["train", str(root)]) == 0
+    return root
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_planted_bad_masks_rank_first_with_pictures(planted, tmp_path):
+    out = tmp_path / "recheck"
+    before = tree(planted)
+    result = run_cli("audit", planted, "--checkpoint", planted / CKPT, "--out", out, "--top", 3, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = read_rows(out / "audit.csv")
+    assert list(rows[0]) == ["rank", "split", "image", "mask", "loss", "mean_iu", "disagree_share"]
+    assert [r["rank"] for r in rows] == [str(k) for k in range(1, 21)]
+    assert sorted(r["split"] for r in rows) == ["train"] * 16 + ["valid"] * 4
+    # 2 planted among 20: a random order puts both first once in 190 tries.
+    assert sorted(r["image"] for r in rows[:2]) == PLANTED
+    assert all(r["mask"] == r["image"].replace("images", "labels") for r in rows)
+    losses = [float(r["loss"]) for r in rows]
+    assert losses == sorted(losses, reverse=True)
+    assert all(float(r["disagree_share"]) > 0.5 and float(r["mean_iu"]) < 0.5 for r in rows[:2])
+    assert np.median([float(r["disagree_share"]) for r in rows[2:]]) < 0.2
+
+    pictures = sorted(p.name for p in out.glob("*.png"))
+    assert pictures == [f"{k:03d}_{rows[k - 1]['split']}_{rows[k - 1]['image'].split('/')[-1][:-4]}.png"
+                        for k in (1, 2, 3)]
+    # image | mask | model, each at the 32 px image's size
+    assert Image.open(out / pictures[0]).size == (3 * 32 + 2 * GAP, 32)
+    assert sorted(p.name for p in out.iterdir()) == sorted(pictures + ["audit.csv"])
+    assert tree(planted) == before  # nothing written beside the data or the run
+    assert "20 pair(s) scored" in result.stdout and str(out) in result.stdout
+
+
+def test_default_folder_is_beside_the_checkpoint(planted, tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    for name, content in tree(planted).items():  # a copy, so the shared run stays as it was
+        (root / name).mkdir() if content is None else (root / name).write_bytes(content)
+    assert main(["audit", str(root), "--checkpoint", CKPT, "--top", "0"]) == 0
+    audit = root / "MODEL-tiny" / "audit"
+    assert sorted(p.name for p in audit.iterdir()) == ["audit.csv"]
+    assert len(read_rows(audit / "audit.csv")) == 20
+
+
+def test_bad_input_is_one_line_and_writes_nothing(planted, tmp_path, capsys):
+    before = tree(planted)
+    out = tmp_path / "out"
+    assert main(["audit", str(planted), "--checkpoint", str(tmp_path / "missing.pth.tar"), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "missing.pth.tar" in err and err.count("\n") == 1
+    labels = planted / "train" / "labels"
+    assert main(["audit", str(planted), "--checkpoint", str(planted / CKPT), "--out", str(labels)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out ") and "images or masks" in err and err.count("\n") == 1
+    (tmp_path / "file").write_text("x")
+    assert main(["audit", str(planted), "--checkpoint", str(planted / CKPT), "--out", str(tmp_path / "file")]) == 1
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert not out.exists() and tree(planted) == before
