@@ -2,6 +2,7 @@
 bad input is a one-line error that writes nothing."""
 
 import csv
+import shutil
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from conftest import run_cli, tiny_config, write_config
 from segtrain.cli import main
 from segtrain.data.synthetic import write_sky_folder
 from segtrain.outputs.visualize import GAP
+from test_run_outputs import ReportParser, _image_from_data_uri
 
 CKPT = "MODEL-tiny/model_best.pth.tar"
 PLANTED = ["train/images/sky0003.png", "train/images/sky0010.png"]
@@ -68,14 +70,26 @@ def test_planted_bad_masks_rank_first_with_pictures(planted, tmp_path):
 
 
 def test_default_folder_is_beside_the_checkpoint(planted, tmp_path):
-    root = tmp_path / "data"
-    root.mkdir()
-    for name, content in tree(planted).items():  # a copy, so the shared run stays as it was
-        (root / name).mkdir() if content is None else (root / name).write_bytes(content)
+    root = shutil.copytree(planted, tmp_path / "data")  # a copy, so the shared run stays as it was
+    shutil.rmtree(root / "MODEL-tiny" / "audit")  # the one training wrote at its end
     assert main(["audit", str(root), "--checkpoint", CKPT, "--top", "0"]) == 0
     audit = root / "MODEL-tiny" / "audit"
     assert sorted(p.name for p in audit.iterdir()) == ["audit.csv"]
     assert len(read_rows(audit / "audit.csv")) == 20
+
+
+def test_report_after_training_lists_the_planted_masks_first(planted):
+    parser = ReportParser()
+    parser.feed((planted / "MODEL-tiny" / "report.html").read_text())
+    assert parser.sections.index("recheck") == parser.sections.index("visualization") + 1
+    table = parser.tables["recheck"]
+    assert table[0][:4] == ["rank", "split", "image", "loss"] and len(table) == 1 + 10
+    assert sorted(row[2] for row in table[1:3]) == PLANTED
+    with _image_from_data_uri(parser.images["recheck"]) as picture:  # the last row's image | mask | model
+        assert picture.size == (3 * 32 + 2 * GAP, 32)
+    # the same ranking as `segtrain audit` of the best weights, written where the command writes it
+    audit = planted / "MODEL-tiny" / "audit"
+    assert len(read_rows(audit / "audit.csv")) == 20 and len(list(audit.glob("*.png"))) == 10
 
 
 def test_bad_input_is_one_line_and_writes_nothing(planted, tmp_path, capsys):

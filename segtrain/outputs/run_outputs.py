@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from segtrain.data.folder import DataSpec, SegmentationDataset
-from segtrain.errors import OutputError
+from segtrain.errors import OutputError, SegtrainError
 from segtrain.outputs.checkpoints import BEST_NAME, CHECKPOINT_NAME, save_atomic
 from segtrain.outputs.curves import draw_curves, read_log
 from segtrain.outputs.logcsv import LogWriter
@@ -22,6 +22,9 @@ from segtrain.outputs.progress import ProgressReporter
 from segtrain.outputs.report import ReportData, Validation, write_report
 from segtrain.outputs.tensorboard_log import TensorBoardLog
 from segtrain.outputs.visualize import write_visualization
+
+RECHECK_TOP = 10  # pairs in the report's "Labels to re-check"
+RECHECK_MAX_PAIRS = 5000  # above this, ranking every pair at the end of training costs too long: run segtrain audit
 
 
 def dataset_summary(spec: DataSpec) -> dict[str, object]:
@@ -47,6 +50,8 @@ class RunOutputs:
         self.out_dir = Path(out_dir)
         self.cfg, self.spec, self.colors, self.valid_set, self.log = cfg, spec, colors, valid_set, log
         self.best: Validation | None = None
+        self.drawn: tuple | None = None  # the latest report's (iteration, latest validation, tile)
+        self.recheck: list[dict] | None = None
         self.drawing_failed = False
         self.tensorboard = None
         self.writer = LogWriter(self.out_dir / "log.csv")
@@ -88,17 +93,34 @@ class RunOutputs:
     def save_checkpoint(self, checkpoint: Callable[[], dict]) -> None:
         save_atomic(checkpoint(), self.checkpoint_path)
 
-    def done(self, best_mean_iu: float) -> None:
+    def done(self, best_mean_iu: float, audit: Callable[[Path, int], list] | None = None) -> None:
+        """audit(folder, top): the rows of `segtrain audit` of the best weights written into folder
+        (use/audit.py), for the report's "Labels to re-check"."""
+        pairs = len(self.spec.train) + len(self.spec.valid)
+        if audit is not None and (self.out_dir / BEST_NAME).is_file() and pairs <= RECHECK_MAX_PAIRS:
+            try:
+                rows = audit(self.out_dir / "audit", RECHECK_TOP)[:RECHECK_TOP]
+            except (OSError, SegtrainError) as e:  # the run is trained and saved: a note, not a failure
+                self.log(f"note: could not rank the labels to re-check ({e}); run segtrain audit later.")
+            else:
+                self.recheck = [{"rank": r.rank, "split": r.split, "image": str(r.image.relative_to(self.spec.root)),
+                                 "loss": r.doubt.loss, "mean_iu": r.doubt.mean_iu,
+                                 "disagree_share": r.doubt.disagree_share, "picture": self.out_dir / "audit" / r.picture}
+                                for r in rows]
+                if self.drawn is not None:
+                    self._draw(*self.drawn)
+                self.log(f"labels to re-check: {self.out_dir / 'audit' / 'audit.csv'} (and report.html)")
         self.reporter.message(f"done: best valid mean_iu {best_mean_iu:.4f}; model in {self.out_dir / BEST_NAME}")
 
     def _draw(self, iteration: int, latest: Validation, viz: Path | None) -> None:
+        self.drawn = (iteration, latest, viz)
         try:
             curves = draw_curves(read_log(self.out_dir / "log.csv"), self.out_dir / "curves.png", self.out_dir.name)
             write_report(self.out_dir / "report.html", ReportData(
                 run_name=self.out_dir.name, config=self.cfg, class_names=self.spec.class_names,
                 class_colors=self.colors, dataset=dataset_summary(self.spec), iteration=iteration,
                 max_iteration=self.cfg["max_iteration"], best=self.best, latest=latest, curves_png=curves,
-                visualization=viz))
+                visualization=viz, recheck=self.recheck))
         except (OSError, OutputError) as e:
             if not self.drawing_failed:  # say it once, not at every validation of a long run
                 self.log(f"note: could not write curves.png/report.html ({e}); training goes on.")

@@ -61,15 +61,20 @@ def predictor_batches(predictor, dataset: SegmentationDataset):
     image at a time at native size when sizes differ), images that share the predictor's batch_key."""
     cfg = model_config(predictor)
     batch_size = cfg["batch_size"] if cfg["image_size"] is not None or len(check_sizes(dataset.pairs)) == 1 else 1
-    pending: list[tuple[int, tuple]] = []
+    pending: list[tuple] = []  # (index, image, mask)
     for index in range(len(dataset)):
         image, mask = dataset.load(index)
-        if pending and (len(pending) >= batch_size or predictor.batch_key(pending[0][1][0]) != predictor.batch_key(image)):
-            yield [i for _, (i, _) in pending], [m for _, (_, m) in pending], [k for k, _ in pending]
+        if pending and (len(pending) >= batch_size or predictor.batch_key(pending[0][1]) != predictor.batch_key(image)):
+            yield batch_of(pending)
             pending = []
-        pending.append((index, (image, mask)))
+        pending.append((index, image, mask))
     if pending:
-        yield [i for _, (i, _) in pending], [m for _, (_, m) in pending], [k for k, _ in pending]
+        yield batch_of(pending)
+
+
+def batch_of(pending: list[tuple]) -> tuple[list, list, list]:
+    indices, images, masks = zip(*pending)
+    return list(images), list(masks), list(indices)
 
 
 def count(predictor, pairs, decoder) -> dict:
