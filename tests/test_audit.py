@@ -15,7 +15,7 @@ from segtrain.outputs.visualize import GAP
 from test_run_outputs import ReportParser, _image_from_data_uri
 
 CKPT = "MODEL-tiny/model_best.pth.tar"
-PLANTED = ["train/images/sky0003.png", "train/images/sky0010.png"]
+PLANTED = ["train/images/sky0003.png", "train/images/sky0008.png"]
 
 
 def tree(folder):
@@ -24,16 +24,19 @@ def tree(folder):
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    """16 training pairs of which 2 have their classes swapped (sky marked cloud and back), and a
-    tiny model trained on them with the default recipe (enough to learn the easy synthetic skies)."""
-    root = write_sky_folder(tmp_path_factory.mktemp("audit") / "data", n_train=16, n_valid=4, size=32)
-    cfg = tiny_config(max_iteration=40, interval_validate=40)
-    del cfg["lr"]  # the default recipe (AdamW), which learns these skies in a few dozen iterations
+    """A tiny model trained on 12 clean training pairs, then 2 of those masks swapped (sky marked
+    cloud and back), as a labelling mistake found after training. Planted after, not before: on
+    12 images a model memorises its 2 wrong masks within a few epochs. A U-Net (full-resolution
+    skips) with AdamW learns the synthetic skies to ~0.7 valid mean IoU in 20 iterations;
+    fcn_resnet18 at 32 px stays near 0.4."""
+    root = write_sky_folder(tmp_path_factory.mktemp("audit") / "data", n_train=12, n_valid=4, size=32)
+    cfg = tiny_config(model="unet", encoder="resnet18", max_iteration=20, interval_validate=20, augment=False)
+    del cfg["lr"]  # the default recipe's AdamW
     write_config(root, **cfg)
+    assert main(["train", str(root)]) == 0
     for image in PLANTED:
         label = root / image.replace("images", "labels")
         Image.fromarray(255 - np.asarray(Image.open(label))).save(label)
-    assert main(["train", str(root)]) == 0
     return root
 
 
@@ -49,9 +52,9 @@ def test_planted_bad_masks_rank_first_with_pictures(planted, tmp_path):
     assert result.returncode == 0, result.stderr
     rows = read_rows(out / "audit.csv")
     assert list(rows[0]) == ["rank", "split", "image", "mask", "loss", "mean_iu", "disagree_share"]
-    assert [r["rank"] for r in rows] == [str(k) for k in range(1, 21)]
-    assert sorted(r["split"] for r in rows) == ["train"] * 16 + ["valid"] * 4
-    # 2 planted among 20: a random order puts both first once in 190 tries.
+    assert [r["rank"] for r in rows] == [str(k) for k in range(1, 17)]
+    assert sorted(r["split"] for r in rows) == ["train"] * 12 + ["valid"] * 4
+    # 2 planted among 16: a random order puts both first once in 120 tries.
     assert sorted(r["image"] for r in rows[:2]) == PLANTED
     assert all(r["mask"] == r["image"].replace("images", "labels") for r in rows)
     losses = [float(r["loss"]) for r in rows]
@@ -66,7 +69,7 @@ def test_planted_bad_masks_rank_first_with_pictures(planted, tmp_path):
     assert Image.open(out / pictures[0]).size == (3 * 32 + 2 * GAP, 32)
     assert sorted(p.name for p in out.iterdir()) == sorted(pictures + ["audit.csv"])
     assert tree(planted) == before  # nothing written beside the data or the run
-    assert "20 pair(s) scored" in result.stdout and str(out) in result.stdout
+    assert "16 pair(s) scored" in result.stdout and str(out) in result.stdout
 
 
 def test_default_folder_is_beside_the_checkpoint(planted, tmp_path):
@@ -75,21 +78,24 @@ def test_default_folder_is_beside_the_checkpoint(planted, tmp_path):
     assert main(["audit", str(root), "--checkpoint", CKPT, "--top", "0"]) == 0
     audit = root / "MODEL-tiny" / "audit"
     assert sorted(p.name for p in audit.iterdir()) == ["audit.csv"]
-    assert len(read_rows(audit / "audit.csv")) == 20
+    assert len(read_rows(audit / "audit.csv")) == 16
 
 
-def test_report_after_training_lists_the_planted_masks_first(planted):
+def test_report_after_training_shows_the_audit_of_the_best_weights(planted):
     parser = ReportParser()
     parser.feed((planted / "MODEL-tiny" / "report.html").read_text())
     assert parser.sections.index("recheck") == parser.sections.index("visualization") + 1
     table = parser.tables["recheck"]
     assert table[0][:4] == ["rank", "split", "image", "loss"] and len(table) == 1 + 10
-    assert sorted(row[2] for row in table[1:3]) == PLANTED
+    # the ranking `segtrain audit` of the best weights gives (of the masks as they were), written
+    # where the command writes it
+    audit = planted / "MODEL-tiny" / "audit"
+    rows = read_rows(audit / "audit.csv")
+    assert [row[:3] for row in table[1:]] == [[r["rank"], r["split"], r["image"]] for r in rows[:10]]
+    assert [row[3] for row in table[1:]] == [f"{float(r['loss']):.3f}" for r in rows[:10]]
+    assert len(rows) == 16 and len(list(audit.glob("*.png"))) == 10
     with _image_from_data_uri(parser.images["recheck"]) as picture:  # the last row's image | mask | model
         assert picture.size == (3 * 32 + 2 * GAP, 32)
-    # the same ranking as `segtrain audit` of the best weights, written where the command writes it
-    audit = planted / "MODEL-tiny" / "audit"
-    assert len(read_rows(audit / "audit.csv")) == 20 and len(list(audit.glob("*.png"))) == 10
 
 
 def test_bad_input_is_one_line_and_writes_nothing(planted, tmp_path, capsys):

@@ -101,7 +101,7 @@ class RunOutputs:
             try:
                 rows = audit(self.out_dir / "audit", RECHECK_TOP)[:RECHECK_TOP]
             except (OSError, SegtrainError) as e:  # the run is trained and saved: a note, not a failure
-                self.log(f"note: could not rank the labels to re-check ({e}); run segtrain audit later.")
+                self.reporter.message(f"note: could not rank the labels to re-check ({e}); run segtrain audit later.")
             else:
                 self.recheck = [{"rank": r.rank, "split": r.split, "image": str(r.image.relative_to(self.spec.root)),
                                  "loss": r.doubt.loss, "mean_iu": r.doubt.mean_iu,
@@ -109,7 +109,7 @@ class RunOutputs:
                                 for r in rows]
                 if self.drawn is not None:
                     self._draw(*self.drawn)
-                self.log(f"labels to re-check: {self.out_dir / 'audit' / 'audit.csv'} (and report.html)")
+                self.reporter.message(f"labels to re-check: {self.out_dir / 'audit' / 'audit.csv'} (and report.html)")
         self.reporter.message(f"done: best valid mean_iu {best_mean_iu:.4f}; model in {self.out_dir / BEST_NAME}")
 
     def _draw(self, iteration: int, latest: Validation, viz: Path | None) -> None:
