@@ -64,6 +64,14 @@ EPILOG_EVALUATE = """examples:
   segtrain evaluate ~/clouds --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --tta   # with flipped copies too
 """
 
+EPILOG_AUDIT = """examples:
+  segtrain audit ~/clouds --checkpoint ~/clouds/MODEL-fcn_resnet18/model_best.pth.tar   # into MODEL-fcn_resnet18/audit/
+  segtrain audit ~/clouds --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --out recheck --top 50
+
+audit.csv lists every training and validation pair, most doubtful first (highest loss of the mask
+under the model); RANK_SPLIT_NAME.png shows image | mask | model for the top N.
+"""
+
 EPILOG_PREDICT = """examples:
   segtrain predict sky.jpg --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --out masks
   segtrain predict ~/new_images --checkpoint model.onnx --out masks --overlay --tile 512
@@ -118,6 +126,15 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: also run each image flipped left-right and average the logits (2x time)")
+    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+def _audit_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("root", type=Path, help="data folder (as for train): its training and validation pairs are ranked")
+    p.add_argument("--checkpoint", type=Path, required=True,
+                   help="model_best.pth.tar or checkpoint.pth.tar of a run, or any file segtrain export wrote")
+    p.add_argument("--out", type=Path, help="folder for audit.csv and the pictures (default: audit/ beside the checkpoint)")
+    p.add_argument("--top", type=int, default=20, help="pictures for this many of the most doubtful pairs (default 20)")
     p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
 
 
@@ -199,6 +216,8 @@ COMMANDS = {
               _config_arguments, lambda a: commands.check(a.root, a.config, a.overrides, a.image_type)),
     "evaluate": ("score a trained model on labelled images", EPILOG_EVALUATE, _evaluate_arguments,
                  lambda a: commands.evaluate(a.root, a.checkpoint, a.split, a.device, a.json, a.tta)),
+    "audit": ("rank the labelled pairs by how strongly a trained model disagrees with their masks", EPILOG_AUDIT,
+              _audit_arguments, lambda a: commands.audit(a.root, a.checkpoint, a.out, a.top, a.device)),
     "predict": ("write class masks (and overlays, class fractions) for images", EPILOG_PREDICT, _predict_arguments,
                 _predict),
     "export": ("export a checkpoint to ONNX, TorchScript or torch.export for edge devices", EPILOG_EXPORT, _export_arguments,

@@ -88,6 +88,12 @@ def evaluate(root: Path, checkpoint: Path, split: str, device: str, json_path: P
         print(f"numbers written to {json_path}")
 
 
+def audit(root: Path, checkpoint: Path, out: Path | None, top: int, device: str) -> None:
+    from segtrain.use.audit import audit as audit_labels
+
+    audit_labels(root, from_command_line(checkpoint, root), out, top, device)
+
+
 def plot(log: Path, out: Path | None) -> None:
     from segtrain.outputs.curves import plot_log
 

@@ -195,7 +195,7 @@ def test_report_is_one_self_contained_file_with_every_part(trained):
     html = (trained / "report.html").read_text()
     parser = ReportParser()
     parser.feed(html)
-    assert parser.sections == ["best", "curves", "visualization", "dataset", "config"]
+    assert parser.sections == ["best", "curves", "visualization", "recheck", "dataset", "config"]
     assert not re.search(r"""(src|href)=["'](?!data:)""", html)  # nothing outside the file
     with _image_from_data_uri(parser.images["curves"]) as curves, Image.open(trained / "curves.png") as on_disk:
         assert curves.size == on_disk.size

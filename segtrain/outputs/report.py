@@ -1,8 +1,9 @@
 """report.html: one self-contained page about a run, for people who will not read a CSV.
 
 Config, dataset summary, curves, the best validation's metrics with a per-class table and its
-confusion matrix, and the latest visualization tile. Pictures are embedded as data: URIs, so the
-file can be mailed or copied on its own. Every user-supplied text is escaped.
+confusion matrix, the latest visualization tile and, once training ends, the labels to re-check.
+Pictures are embedded as data: URIs, so the file can be mailed or copied on its own. Every
+user-supplied text is escaped.
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ class ReportData:
     curves_png: Path | None = None
     visualization: Path | None = None
     notes: list[str] = field(default_factory=list)
+    # the audit's most doubtful pairs (segtrain audit of the best weights at the end of training):
+    # rank, split, image, loss, mean_iu, disagree_share, picture (a Path)
+    recheck: list[dict] | None = None
 
 
 def data_uri(path: Path | None) -> str | None:
@@ -125,6 +129,23 @@ def _image(path: Path | None, alt: str, missing: str, small_width: int = 600) ->
     return f'<img alt="{escape(alt)}"{size} src="{uri}">'
 
 
+def recheck_section(rows: list[dict]) -> str:
+    parts = ['<section id="recheck"><h2>Labels to re-check</h2>',
+             '<p class="note">The training and validation pairs whose mask the best model disagrees with most '
+             "(highest loss of the mask under the model first), as <code>segtrain audit</code> ranks them; all pairs "
+             "are in audit/audit.csv. Per pair: image | mask | model.</p>",
+             '<table class="recheck"><tr><th>rank</th><th class=l>split</th><th class=l>image</th><th>loss</th>'
+             "<th>mean IoU</th><th>disagreeing pixels</th><th class=l>image | mask | model</th></tr>"]
+    for row in rows:
+        uri = data_uri(row["picture"])
+        picture = f'<img alt="{escape(row["image"])}" src="{uri}">' if uri else "–"
+        parts.append(f"<tr><td>{row['rank']}</td><td class=l>{escape(row['split'])}</td>"
+                     f"<td class=l>{escape(row['image'])}</td><td>{_num(row['loss'], '.3f')}</td>"
+                     f"<td>{_num(row['mean_iu'], '.3f')}</td><td>{_num(row['disagree_share'], '.1%')}</td>"
+                     f"<td class=l>{picture}</td></tr>")
+    return "".join(parts) + "</table></section>"
+
+
 def build_report(data: ReportData) -> str:
     finished = data.iteration >= data.max_iteration
     status = "finished" if finished else f"in progress (iteration {data.iteration:,} of {data.max_iteration:,})"
@@ -163,6 +184,9 @@ def build_report(data: ReportData) -> str:
                  "overlay.</p>")
     parts.append(_image(data.visualization, "validation samples", "No visualization was written."))
     parts.append("</section>")
+
+    if data.recheck is not None:
+        parts.append(recheck_section(data.recheck))
 
     parts.append('<section id="dataset"><h2>Dataset</h2><table class="dataset">')
     parts += [f"<tr><th class=l>{escape(k)}</th><td class=l>{escape(str(v))}</td></tr>" for k, v in data.dataset.items()]

@@ -16,7 +16,7 @@ import numpy as np
 
 from segtrain.data.folder import DataSpec, SegmentationDataset
 from segtrain.data.unlabeled import Unlabeled
-from segtrain.errors import OutputError
+from segtrain.errors import OutputError, SegtrainError
 from segtrain.outputs.checkpoints import BEST_NAME, CHECKPOINT_NAME, save_atomic
 from segtrain.outputs.curves import draw_curves, read_log
 from segtrain.outputs.logcsv import LogWriter
@@ -26,6 +26,8 @@ from segtrain.outputs.tensorboard_log import TensorBoardLog
 from segtrain.outputs.visualize import write_visualization
 
 UNLABELED_WINDOW = 100  # iterations whose unlabeled loss and confident share the report averages
+RECHECK_TOP = 10  # pairs in the report's "Labels to re-check"
+RECHECK_MAX_PAIRS = 5000  # above this, ranking every pair at the end of training costs too long: run segtrain audit
 
 
 def dataset_summary(spec: DataSpec) -> dict[str, object]:
@@ -53,6 +55,8 @@ class RunOutputs:
         self.unlabeled = unlabeled
         self.unlabeled_recent: deque[tuple[float, float]] = deque(maxlen=UNLABELED_WINDOW)
         self.best: Validation | None = None
+        self.drawn: tuple | None = None  # the latest report's (iteration, latest validation, tile)
+        self.recheck: list[dict] | None = None
         self.drawing_failed = False
         self.tensorboard = None
         self.writer = LogWriter(self.out_dir / "log.csv")
@@ -116,17 +120,34 @@ class RunOutputs:
         if self.reporter.bar is not None:
             self.reporter.bar.total = max_iteration
 
-    def done(self, best_mean_iu: float) -> None:
+    def done(self, best_mean_iu: float, audit: Callable[[Path, int], list] | None = None) -> None:
+        """audit(folder, top): the rows of `segtrain audit` of the best weights written into folder
+        (use/audit.py), for the report's "Labels to re-check"."""
+        pairs = len(self.spec.train) + len(self.spec.valid)
+        if audit is not None and (self.out_dir / BEST_NAME).is_file() and pairs <= RECHECK_MAX_PAIRS:
+            try:
+                rows = audit(self.out_dir / "audit", RECHECK_TOP)[:RECHECK_TOP]
+            except (OSError, SegtrainError) as e:  # the run is trained and saved: a note, not a failure
+                self.reporter.message(f"note: could not rank the labels to re-check ({e}); run segtrain audit later.")
+            else:
+                self.recheck = [{"rank": r.rank, "split": r.split, "image": str(r.image.relative_to(self.spec.root)),
+                                 "loss": r.doubt.loss, "mean_iu": r.doubt.mean_iu,
+                                 "disagree_share": r.doubt.disagree_share, "picture": self.out_dir / "audit" / r.picture}
+                                for r in rows]
+                if self.drawn is not None:
+                    self._draw(*self.drawn)
+                self.reporter.message(f"labels to re-check: {self.out_dir / 'audit' / 'audit.csv'} (and report.html)")
         self.reporter.message(f"done: best valid mean_iu {best_mean_iu:.4f}; model in {self.out_dir / BEST_NAME}")
 
     def _draw(self, iteration: int, latest: Validation, viz: Path | None) -> None:
+        self.drawn = (iteration, latest, viz)
         try:
             curves = draw_curves(read_log(self.out_dir / "log.csv"), self.out_dir / "curves.png", self.out_dir.name)
             write_report(self.out_dir / "report.html", ReportData(
                 run_name=self.out_dir.name, config=self.cfg, class_names=self.spec.class_names,
                 class_colors=self.colors, dataset=dataset_summary(self.spec), iteration=iteration,
                 max_iteration=self.cfg["max_iteration"], best=self.best, latest=latest, curves_png=curves,
-                visualization=viz, notes=self.unlabeled_note()))
+                visualization=viz, notes=self.unlabeled_note(), recheck=self.recheck))
         except (OSError, OutputError) as e:
             if not self.drawing_failed:  # say it once, not at every validation of a long run
                 self.log(f"note: could not write curves.png/report.html ({e}); training goes on.")

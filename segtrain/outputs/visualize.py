@@ -47,6 +47,15 @@ def sample_tile(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, colors, 
     return np.concatenate(rows, axis=0)
 
 
+def side_by_side(image: np.ndarray, masks: list[np.ndarray], colors, background: int = 255) -> np.ndarray:
+    """One row: the image, then each mask in the class colours (ignored pixels in IGNORE_COLOR),
+    each at most CELL_MAX_SIDE pixels a side, GAP apart."""
+    cell = cell_size(image.shape[:2])
+    parts = [_resize(image, cell, nearest=False)] + [colorize(_resize(m, cell, nearest=True), colors) for m in masks]
+    gap = np.full((cell[0], GAP, 3), background, dtype=np.uint8)
+    return np.concatenate([piece for part in parts for piece in (gap, part)][1:], axis=1)
+
+
 def grid(tiles: list[np.ndarray], background: int = 255) -> np.ndarray:
     cols = math.ceil(math.sqrt(len(tiles)))
     rows = math.ceil(len(tiles) / cols)

@@ -17,7 +17,7 @@ from segtrain.data.folder import too_large_to_train
 from segtrain.data.sampling import sample_position
 from segtrain.evaluation.metrics import scores
 from segtrain.evaluation.validation import validate
-from segtrain.outputs.checkpoints import CHECKPOINT_NAME
+from segtrain.outputs.checkpoints import BEST_NAME, CHECKPOINT_NAME
 from segtrain.outputs.run_outputs import NoOutputs, RunOutputs
 from segtrain.runtime import distributed, interrupt
 from segtrain.runtime.workers import batches_of
@@ -78,8 +78,15 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
                 outputs.unlabeled_step(progress.iteration, *run.stepper.consistency.stats())
             progress.iteration += 1
             budget.stepped()
-        outputs.done(progress.best_mean_iu)
+        outputs.done(progress.best_mean_iu, lambda folder, top: audit_best(run, folder, top))
     return run.out_dir
+
+
+def audit_best(run: TrainingRun, folder: Path, top: int) -> list:
+    """`segtrain audit` of the best weights, at the validation input size, on the run's device."""
+    from segtrain.use.audit import audit
+
+    return audit(run.root, run.out_dir / BEST_NAME, folder, top, str(run.stepper.device), log=lambda *args: None)
 
 
 def open_outputs(run: TrainingRun, valid_set) -> RunOutputs | NoOutputs:

@@ -56,28 +56,36 @@ def model_config(predictor) -> dict:
     return with_defaults(predictor.config)
 
 
+def predictor_batches(predictor, dataset: SegmentationDataset):
+    """(images, masks, dataset indices) in validation's batches: the training batch size (one
+    image at a time at native size when sizes differ), images that share the predictor's batch_key."""
+    cfg = model_config(predictor)
+    batch_size = cfg["batch_size"] if cfg["image_size"] is not None or len(check_sizes(dataset.pairs)) == 1 else 1
+    pending: list[tuple] = []  # (index, image, mask)
+    for index in range(len(dataset)):
+        image, mask = dataset.load(index)
+        if pending and (len(pending) >= batch_size or predictor.batch_key(pending[0][1]) != predictor.batch_key(image)):
+            yield batch_of(pending)
+            pending = []
+        pending.append((index, image, mask))
+    if pending:
+        yield batch_of(pending)
+
+
+def batch_of(pending: list[tuple]) -> tuple[list, list, list]:
+    indices, images, masks = zip(*pending)
+    return list(images), list(masks), list(indices)
+
+
 def count(predictor, pairs, decoder) -> dict:
-    """Validation's count (evaluation/validation.py) of the predictor's logits: batches of the
-    training batch size (one image at a time at native size when sizes differ), logits at each
-    label's native size, the run's own loss."""
+    """Validation's count (evaluation/validation.py) of the predictor's logits in validation's
+    batches (predictor_batches), logits at each label's native size, the run's own loss."""
     cfg = model_config(predictor)
     dataset = SegmentationDataset(pairs, decoder, None, train=False)
-    batch_size = cfg["batch_size"] if cfg["image_size"] is not None or len(check_sizes(pairs)) == 1 else 1
-
-    def batches():
-        pending: list[int] = []
-        for index in range(len(dataset)):
-            image, mask = dataset.load(index)
-            if pending and (len(pending) >= batch_size or predictor.batch_key(pending[0][0]) != predictor.batch_key(image)):
-                yield [i for i, _ in pending], [m for _, m in pending], list(range(len(pending)))
-                pending = []
-            pending.append((image, mask))
-        if pending:
-            yield [i for i, _ in pending], [m for _, m in pending], list(range(len(pending)))
-
     criterion = build_loss(cfg, predictor.class_names)
     with torch.inference_mode():
-        hist, loss_total, loss_count, _ = count_batches(batches(), lambda images, sizes: predictor.logits(images),
+        hist, loss_total, loss_count, _ = count_batches(predictor_batches(predictor, dataset),
+                                                        lambda images, sizes: predictor.logits(images),
                                                         criterion, len(predictor.class_names), torch.device("cpu"))
     return summarize(hist, float(loss_total), int(loss_count))
 
