@@ -32,6 +32,15 @@ TINY = {
 }
 
 
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """A run with the `threads` key sets the process's thread count; in-process runs of later tests
+    must not inherit it (a different count sums floats in another order)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_config(**changes) -> dict:
     return {**TINY, **changes}
 

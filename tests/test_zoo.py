@@ -44,6 +44,13 @@ def test_every_smp_architecture_but_dpt_is_registered():
     assert set(smp_models.ARCHITECTURES) <= set(MODEL_NAMES)
 
 
+# ONNX export (torch.export, then the ONNX translation) takes ~10 s per architecture on 2 cores, most
+# of the suite's time if every one ran it: it runs for each way ONNX export ends (a dynamic graph,
+# a failed dynamic export redone at a fixed size, a graph fixed silently) and for U-Net, the
+# plugin's architecture. TorchScript, which every architecture exports, costs under a second.
+ONNX_CHECKED = {"unet", "upernet", "pspnet", "segformer"}
+
+
 @pytest.mark.parametrize("arch", smp_models.ARCHITECTURES)
 def test_train_and_export_each_architecture(arch, tmp_path, capsys):
     root = write_sky_folder(tmp_path / "d", n_train=8, n_valid=2, size=32, config=zoo_config(arch))
@@ -51,7 +58,8 @@ def test_train_and_export_each_architecture(arch, tmp_path, capsys):
     ckpt = root / "MODEL-tiny" / "model_best.pth.tar"
     saved = torch.load(ckpt, weights_only=True)
     assert saved["arch"] == arch and saved["config"]["encoder"] == (ENCODER.get(arch, "mobilenet_v2") or "mit_b0")
-    for fmt, suffix in (("torchscript", "pt"), ("onnx", "onnx")):
+    formats = (("torchscript", "pt"), ("onnx", "onnx")) if arch in ONNX_CHECKED else (("torchscript", "pt"),)
+    for fmt, suffix in formats:
         capsys.readouterr()
         code = main(["export", "--checkpoint", str(ckpt), "--format", fmt, "--out", str(tmp_path / f"m.{suffix}")])
         out, err = capsys.readouterr()
