@@ -17,10 +17,12 @@ from common import REPO, data_folder, median, parser, report, table  # first: se
 import csv
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 WARMUP = 3
@@ -65,14 +67,19 @@ def scratch_swimseg(tmp: Path) -> Path:
     return root
 
 
-def segtrain_gaps(checkout: Path, root: Path, iterations: int, tag: str) -> list[float]:
+def segtrain_gaps(checkout: Path, root: Path, iterations: int, tag: str, cores: list[float]) -> list[float]:
+    """The run's iteration times; appends to `cores` the CPU cores its processes used on average
+    (CPU seconds of the run and its workers over its wall time: what "per core it gets" divides by)."""
     config = root / f"{tag}.json"
     config.write_text(json.dumps({"max_iteration": iterations, "interval_validate": 10**6, "output_dir": tag,
                                   "log_interval": 10**6, "max_visualizations": 0}))
     env = {**UNTOUCHED, "PYTHONPATH": str(checkout)}
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     # cwd: `python -m` puts the working directory first on sys.path, ahead of PYTHONPATH
     subprocess.run([sys.executable, "-m", "segtrain", "train", str(root), "--config", str(config)], env=env,
                    cwd=root, check=True, capture_output=True, text=True)
+    after, wall = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter() - start
+    cores.append((after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / wall)
     out = root / f"MODEL-{tag}"
     with open(out / "log.csv") as f:
         times = [float(r["elapsed_time"]) for r in csv.DictReader(f) if r["train/loss"]]
@@ -95,13 +102,14 @@ def main() -> None:
     iterations, rounds = (30, 2) if args.quick else (60, 3)
     sides = {"segtrain (this checkout)": REPO, **({"segtrain (--old)": args.old.resolve()} if args.old else {})}
     times = {name: [] for name in [*sides, "bare step, no augmentation"]}
+    cores = {name: [] for name in times}
     tmp = Path(tempfile.mkdtemp(prefix="segtrain-speed-"))
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
     try:
         root = scratch_swimseg(tmp)
         for r in range(rounds):
             for name, checkout in sides.items():
-                times[name] += segtrain_gaps(checkout, root, iterations, f"run{r}-{len(times[name])}")
+                times[name] += segtrain_gaps(checkout, root, iterations, f"run{r}-{len(times[name])}", cores[name])
             times["bare step, no augmentation"] += bare_steps(iterations)
     finally:
         if spinner:
@@ -110,12 +118,15 @@ def main() -> None:
     bare = median(times["bare step, no augmentation"])
     this = median(times["segtrain (this checkout)"])
     rows = [[name, f"{median(t) * 1000:.0f}", f"{median(t) / bare:.2f}", f"{median(t) / this:.2f}",
-             f"{min(t) * 1000:.0f}-{max(t) * 1000:.0f}"] for name, t in times.items()]
-    text = table(["side", "ms/iteration (median)", "vs bare step", "vs this checkout", "range"], rows)
+             f"{min(t) * 1000:.0f}-{max(t) * 1000:.0f}",
+             f"{median(cores[name]):.2f}" if cores[name] else "",
+             f"{median(t) * median(cores[name]) * 1000:.0f}" if cores[name] else ""] for name, t in times.items()]
+    text = table(["side", "ms/iteration (median)", "vs bare step", "vs this checkout", "range", "cores used",
+                  "core-ms/iteration"], rows)
     text += (f"\n\nDefault recipe on swimseg's 400 training images ({'beside a busy process' if args.busy else 'idle'}"
              f"); {rounds} alternating rounds of {iterations} iterations, first {WARMUP} dropped; each run its own "
              "process. The bare step: same model, input size, batch and optimizer on one random batch in memory.")
-    report("The default recipe's iteration", text, times, args.out)
+    report("The default recipe's iteration", text, {"times": times, "cores": cores}, args.out)
 
 
 if __name__ == "__main__":

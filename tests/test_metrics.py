@@ -51,6 +51,10 @@ def test_class_map_equals_argmax_including_ties():
     assert torch.equal(class_map(logits, 1), logits.argmax(1))
     assert class_map(logits, 1)[0, 0, 0] == 0 and class_map(logits, 1)[1, 2, 3] == 1
     assert torch.equal(class_map(logits[0], 0), logits[0].argmax(0))
+    two = torch.randn(2, 2, 5, 7)  # two classes take a shortcut: the same indices, ties to class 0
+    two[0, :, 1, 1] = 2.0
+    assert torch.equal(class_map(two, 1), two.argmax(1)) and class_map(two, 1)[0, 1, 1] == 0
+    assert torch.equal(class_map(two[1], 0), two[1].argmax(0)) and class_map(two, 1).dtype == torch.long
 
 
 @pytest.mark.parametrize("bad", [-1, 3, 7])
