@@ -1,15 +1,16 @@
-"""How many OpenMP threads PyTorch uses on the CPU and how they wait, decided before torch loads.
+"""How PyTorch's OpenMP threads wait on the CPU, decided before torch loads.
 
 PyTorch's OpenMP threads spin for a while at the end of every parallel op before they sleep. On
 idle cores that is the fastest choice (bench/threads.py: sleeping at once, OMP_WAIT_POLICY=PASSIVE,
 made a training step 1.25-1.4x slower on an idle 2-core machine). Beside another busy process the
 same spinning takes the core from the very thread it waits for: 1.5-2x slower than PASSIVE there.
-So segtrain looks at the cores for a tenth of a second when it is imported: idle cores keep
-PyTorch's own defaults; busy ones get threads that sleep while they wait. The thread count stays
-PyTorch's (one per core) either way, although one thread per free core measured ~15% faster beside
-a busy process: the count changes the order of float sums, so a run would then depend on the
-machine's load at its start, and two runs of one config must match. A value the user set
-(OMP_WAIT_POLICY, GOMP_SPINCOUNT, OMP_NUM_THREADS, or the config's `threads`) always wins.
+So segtrain looks at the cores for a tenth of a second and at the 1-minute load average when it
+is imported: idle cores keep PyTorch's own defaults; busy ones get threads that sleep while they
+wait. The thread count stays PyTorch's (one per core) either way, although one thread per free
+core measured faster beside a busy process for LR-ASPP: the count changes the order of float
+sums, so a run would then depend on the machine's load at its start, and two runs of one config
+must match. A value the user set (OMP_WAIT_POLICY, GOMP_SPINCOUNT, or the config's `threads`)
+always wins.
 
 This module must not import torch: libgomp reads these variables when torch loads.
 """
@@ -54,15 +55,21 @@ def _cpu_times() -> tuple[int, int] | None:
 
 
 def busy_cores(seconds: float = SAMPLE_SECONDS) -> float | None:
-    """Cores other processes keep busy right now (this process sleeps while it looks)."""
+    """Cores other processes keep busy, now and over the last minute: the smaller of the two.
+
+    The choice lasts the whole run, so a burst (an editor saving, a git command that just ran)
+    must not set it, and neither must a job that has just ended: both readings must say busy.
+    (A `segtrain` started beside `duplicates` ran 2.4x slower until this took the minimum.)"""
+    load = _load_average()
     first = _cpu_times()
     if first is None:
-        return _load_average()
-    time.sleep(seconds)
+        return load
+    time.sleep(seconds)  # this process sleeps while it looks
     second = _cpu_times()
     if second is None or second[1] <= first[1]:
-        return _load_average()
-    return (second[0] - first[0]) / (second[1] - first[1]) * (os.cpu_count() or 1)
+        return load
+    now = (second[0] - first[0]) / (second[1] - first[1]) * (os.cpu_count() or 1)
+    return now if load is None else min(now, load)
 
 
 def _load_average() -> float | None:
