@@ -15,6 +15,10 @@ import torch
 from segtrain.data.synthetic import write_sky_folder
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# The CLI runs in these tests inherit this: libgomp's own default spin count, set explicitly, so
+# segtrain's start-up look at the machine's load (runtime/cpu_threads.py, tested on its own in
+# test_cpu_threads.py) neither costs 0.1 s per command nor makes a test depend on the CI machine's load.
+os.environ.setdefault("GOMP_SPINCOUNT", "300000")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
