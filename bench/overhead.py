@@ -31,8 +31,19 @@ MODELS = ["fcn_resnet18", "fcn_resnet50", "lraspp_mobilenet_v3_large"]
 WARMUP = 2
 
 
-def segtrain_iterations(root: Path, cfg: dict, tag: str) -> list[float]:
-    out = train(root, {**cfg, "output_dir": tag}, log=lambda *_: None)
+def segtrain_iterations(root: Path, raw: dict, tag: str, fresh: bool) -> list[float]:
+    """segtrain's iteration gaps; fresh: `segtrain train` in its own new process, like the bare
+    side (a process that trained before runs later steps at another speed), else in this one."""
+    if fresh:
+        config = root / f"{tag}.json"
+        config.write_text(json.dumps({**raw, "output_dir": tag}))
+        env = {**UNTOUCHED, "PYTHONPATH": str(REPO) + os.pathsep + UNTOUCHED.get("PYTHONPATH", "")}
+        # cwd: `python -m` puts the working directory first on sys.path, ahead of PYTHONPATH
+        subprocess.run([sys.executable, "-m", "segtrain", "train", str(root), "--config", str(config)], env=env,
+                       cwd=root, check=True, capture_output=True, text=True)
+        out = root / f"MODEL-{tag}"
+    else:
+        out = train(root, resolve({**raw, "output_dir": tag}, "bench"), log=lambda *_: None)
     with open(out / "log.csv") as f:
         times = [float(r["elapsed_time"]) for r in csv.DictReader(f) if r["train/loss"]]
     shutil.rmtree(out)
@@ -83,6 +94,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, nargs="+", default=None, help="n_workers values for segtrain")
     p.add_argument("--models", nargs="+", choices=MODELS, default=None)
     p.add_argument("--iterations", type=int, default=None, help="per run (default: 10 quick, 25 full)")
+    p.add_argument("--in-process", action="store_true",
+                   help="run segtrain in this process (as before 2026-11-25) instead of a new one per run")
     args = p.parse_args()
     if args.smoke:
         models, size, iterations, rounds, workers = MODELS[:1], 32, 5, 1, [0]
@@ -99,13 +112,14 @@ def main() -> None:
     try:
         for name in models:
             for n_workers in workers:
-                cfg = resolve({"model": name, "image_size": size, "batch_size": 2, "lr": 0.01,
-                               "max_iteration": iterations, "interval_validate": iterations,
-                               "pretrained_backbone": False, "augment": False, "n_workers": n_workers,
-                               "max_visualizations": 0, "log_interval": 10**6}, "bench")
+                raw_cfg = {"model": name, "image_size": size, "batch_size": 2, "lr": 0.01,
+                           "max_iteration": iterations, "interval_validate": iterations,
+                           "pretrained_backbone": False, "augment": False, "n_workers": n_workers,
+                           "max_visualizations": 0, "log_interval": 10**6}
+                cfg = resolve(raw_cfg, "bench")
                 ours, bare = [], []
                 for r in range(rounds):  # alternate, so load changes hit both sides alike
-                    ours += segtrain_iterations(root, cfg, f"{name}-{n_workers}-{r}")
+                    ours += segtrain_iterations(root, raw_cfg, f"{name}-{n_workers}-{r}", not args.in_process)
                     bare += bare_iterations(cfg)
                 raw[f"{name} n_workers={n_workers}"] = {"segtrain": ours, "bare": bare}
                 rows.append([name, n_workers, median(ours) * 1000, median(bare) * 1000,
