@@ -91,7 +91,8 @@ def _silent(*args, **kwargs) -> None:
 
 
 def build_model_for_run(root: Path, cfg: dict, class_names: list[str], device: torch.device,
-                        ctx: distributed.Context, log, pretrained: str, pretrained_backbone: bool | None) -> nn.Module:
+                        ctx: distributed.Context, log, pretrained: str, pretrained_backbone: bool | None,
+                        channels_last: bool = False) -> nn.Module:
     """The network with its starting weights (ImageNet backbone, or the checkpoint `pretrained`),
     on the device, wrapped for DDP under torchrun."""
     n_classes = len(class_names)
@@ -105,12 +106,13 @@ def build_model_for_run(root: Path, cfg: dict, class_names: list[str], device: t
         if ckpt.get("class_names") not in (None, class_names):
             log(f"note: {path} was trained on classes {ckpt['class_names']}; this run uses {class_names}.")
     model.to(device)
-    if use_channels_last(cfg["channels_last"], cfg["image_size"], device):
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     return distributed.wrap(model, device, ctx, cfg["sync_bn"], log)
 
 
-def describe(root: Path, cfg: dict, spec: DataSpec, device: torch.device, ctx: distributed.Context, log) -> None:
+def describe(root: Path, cfg: dict, spec: DataSpec, device: torch.device, ctx: distributed.Context, log,
+             channels_last: bool = False) -> None:
     for note in spec.notes:
         log(note)
     log(f"data: {root} ({spec.layout}); {len(spec.train)} training, {len(spec.valid)} validation images "
@@ -120,7 +122,7 @@ def describe(root: Path, cfg: dict, spec: DataSpec, device: torch.device, ctx: d
     log(f"model: {cfg['model']} for {len(spec.class_names)} classes ({', '.join(spec.class_names)}) on {device}; "
         f"input {size}; {cfg['optimizer']} lr {cfg['lr']:g} ({cfg['lr_schedule']}), "
         f"loss {cfg['loss_reduction']} over pixels"
-        + ("; channels_last" if use_channels_last(cfg["channels_last"], cfg["image_size"], device) else "")
+        + ("; channels_last" if channels_last else "")
         + ("; torch.compile" if cfg["compile"] else "")
         + (f"; validating an EMA of the weights (decay {cfg['ema_decay']:g})" if cfg["ema_decay"] is not None else ""))
     if device.type == "cpu":
@@ -153,9 +155,10 @@ def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: st
     unlabeled = find_unlabeled(root, cfg, spec.sizes["train"], log)
     # A resumed run's weights come from its checkpoint: fetch or load no others first.
     fresh = ckpt is None
+    channels_last = use_channels_last(cfg["channels_last"], cfg["image_size"], device)  # image_size is fitted by now
     model = build_model_for_run(root, cfg, spec.class_names, device, ctx, log, cfg["pretrained_net"] if fresh else "",
-                                cfg["pretrained_backbone"] if fresh else False)
-    describe(root, cfg, spec, device, ctx, log)
+                                cfg["pretrained_backbone"] if fresh else False, channels_last)
+    describe(root, cfg, spec, device, ctx, log, channels_last)
     if ckpt is not None:
         check_compatible(ckpt, cfg, spec.class_names, ckpt_path, log)
     if unlabeled is not None:
@@ -176,7 +179,7 @@ def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: st
     consistency = None if unlabeled is None else Consistency(cfg["unlabeled_threshold"], cfg["unlabeled_weight"],
                                                              cfg["seed"] + 2, ctx.rank, cfg["loss_reduction"])
     stepper = Stepper(model, criterion, optimizer, scheduler, scaler, device, len(spec.class_names),
-                      cfg["amp"], use_channels_last(cfg["channels_last"], cfg["image_size"], device), cfg["aux_loss"],
+                      cfg["amp"], channels_last, cfg["aux_loss"],
                       # validation and checkpoints use the plain module: eval-mode and size changes
                       # would each compile again
                       compiled=torch.compile(model) if cfg["compile"] else None, consistency=consistency)

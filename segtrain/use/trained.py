@@ -41,6 +41,10 @@ class TrainedModel:
     def image_size(self) -> list[int] | None:
         return self.config["image_size"]
 
+    @property
+    def channels_last(self) -> bool:
+        return use_channels_last(self.config["channels_last"], self.image_size, self.device)
+
     def metadata(self, raw_input: bool = False) -> dict:
         """What a consumer of an exported model needs: embedded in ONNX, TorchScript and .pt2 files.
         "input_kind" tells which preprocessing the file expects; "config" lets evaluate find the
@@ -89,11 +93,12 @@ def load_trained(path: Path, device: str = "auto", log=print) -> TrainedModel:
                               "The file is damaged or was edited; use the run's checkpoint as written.") from None
     target = select_device(device, log, doing="running")
     model.to(target).eval()
-    if use_channels_last(cfg["channels_last"], cfg["image_size"], target):
-        model.to(memory_format=torch.channels_last)
     colors = ckpt.get("class_colors") or voc_colormap(len(names))
     normalization = ckpt.get("normalization") or {"mean": list(MEAN), "std": list(STD)}
-    return TrainedModel(model, arch, list(names), [list(c) for c in colors], normalization, cfg, target, path)
+    trained = TrainedModel(model, arch, list(names), [list(c) for c in colors], normalization, cfg, target, path)
+    if trained.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return trained
 
 
 class TorchPredictor:
@@ -121,8 +126,7 @@ class TorchPredictor:
         cfg = self.trained.config
         batch = torch.stack([eval_input(image, self.transform) for image in images])
         return native_logits(self.trained.model, batch, [image.shape[:2] for image in images], cfg["amp"],
-                             use_channels_last(cfg["channels_last"], cfg["image_size"], self.trained.device),
-                             self.tile, self.overlap, self.tta)
+                             self.trained.channels_last, self.tile, self.overlap, self.tta)
 
     def masks(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """HxW uint8 class indices per HxWx3 uint8 image."""
