@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from cli_process import run_segtrain
 from segtrain.data.synthetic import write_sky_folder
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -56,10 +56,10 @@ def sky_root(tmp_path) -> Path:
 
 
 def run_cli(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
-    """The real command in a subprocess, as a user runs it."""
+    """The real command in a process of its own, as a user runs it (forked from a process that has
+    imported torch already: cli_process.py)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
-    return subprocess.run([sys.executable, "-m", "segtrain", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout, env=env)
+    return run_segtrain(list(map(str, args)), cwd=cwd, env=env, timeout=timeout)
 
 
 def write_config(root: Path, **cfg) -> None:
