@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import run_cli, tiny_config
 from segtrain.cli import main
-from segtrain.data.labels import DETECTION_SAMPLE, _sample
+from segtrain.data.labels import DETECTION_SAMPLE, spread_sample
 from segtrain.data.synthetic import write_sky_folder
 from test_resume import wait_for
 
@@ -51,7 +51,7 @@ def worker_root(path):
 def unsampled_mask(root):
     """A training mask that label detection does not look at, so only a worker reads it."""
     train, valid = (sorted((root / split / "labels").glob("*.png")) for split in ("train", "valid"))
-    return next(p for p in train if p not in _sample(train + valid, DETECTION_SAMPLE))
+    return next(p for p in train if p not in spread_sample(train + valid, DETECTION_SAMPLE))
 
 
 def assert_one_line_error(result, *words):

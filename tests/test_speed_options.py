@@ -15,6 +15,7 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 def test_channels_last_follows_the_measured_rule_unless_set():
     assert use_channels_last(None, [160, 160], CPU) and use_channels_last(None, [192, 256], CPU)
+    assert use_channels_last(None, [144, 192], CPU)  # camvid's fitted input: 1.29x faster
     assert not use_channels_last(None, [128, 128], CPU) and not use_channels_last(None, [128, 320], CPU)
     assert use_channels_last(None, None, CPU)  # native size: camera frames, far above 160 px
     assert use_channels_last(None, [32, 32], CUDA)

@@ -53,7 +53,7 @@ KEYS: dict[str, tuple[Any, str]] = {
     "augment": (True, "random flips, scale-crop and colour jitter during training"),
     "sync_bn": (False, "SyncBatchNorm across GPUs under torchrun (CUDA only)"),
     "amp": (False, "mixed precision on CUDA (bf16 where supported)"),
-    "channels_last": (None, "channels_last memory format; null = on CUDA, and on the CPU for inputs of 160 px and up "
+    "channels_last": (None, "channels_last memory format; null = on CUDA, and on the CPU for inputs of 144 px and up "
                       "(1.0-1.4x faster there, 1-4% slower below: bench/cpu_formats.py)"),
     "compile": (False, "torch.compile the model for training: +3-4% a step on the CPU after 30-60 s of compiling "
                 "(pays back after thousands of iterations, bench/cpu_formats.py); on a GPU see BENCHMARKS.md"),

@@ -14,7 +14,7 @@ import numpy as np
 
 from segtrain.data.folder import DataSpec
 from segtrain.data.images import open_image, upright_size
-from segtrain.data.labels import IGNORE, _sample, read_mask
+from segtrain.data.labels import IGNORE, read_mask, spread_sample
 
 MASK_SAMPLE = 50
 
@@ -44,7 +44,7 @@ def fingerprint(spec: DataSpec) -> Fingerprint:
 
     n_classes = len(spec.class_names)
     pixels = np.zeros(n_classes, dtype=np.int64)
-    sampled = _sample([pair.label for pair in spec.train], MASK_SAMPLE)
+    sampled = spread_sample([pair.label for pair in spec.train], MASK_SAMPLE)
     for path in sampled:
         mask = spec.decoder.decode(read_mask(path), path)
         pixels += np.bincount(mask[mask != IGNORE].ravel(), minlength=n_classes)[:n_classes]

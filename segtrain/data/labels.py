@@ -174,7 +174,8 @@ class LabelDecoder:
         )
 
 
-def _sample(paths: list[Path], n: int) -> list[Path]:
+def spread_sample(paths: list[Path], n: int) -> list[Path]:
+    """At most n of the paths, spread evenly over the list (the same ones every time)."""
     if len(paths) <= n:
         return list(paths)
     step = len(paths) / n
@@ -217,7 +218,7 @@ def _sampled_values(label_paths: list[Path]) -> tuple[dict[int, Path], Path | No
     a colour mask when the sample has one."""
     first_seen: dict[int, Path] = {}
     saw_color = None
-    for path in _sample(label_paths, DETECTION_SAMPLE):
+    for path in spread_sample(label_paths, DETECTION_SAMPLE):
         raw = read_mask(path)
         if raw.ndim == 3:
             saw_color = path

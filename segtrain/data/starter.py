@@ -21,7 +21,7 @@ from segtrain.config import recipe
 from segtrain.config.load import KEYS, resolve
 from segtrain.data.folder import check_sizes, find_splits
 from segtrain.errors import DatasetError, OutputError
-from segtrain.data.labels import DETECTION_SAMPLE, LOSSY_SUFFIXES, _sample, detect_decoder, read_mask
+from segtrain.data.labels import DETECTION_SAMPLE, LOSSY_SUFFIXES, detect_decoder, read_mask, spread_sample
 
 MAX_GUESSED_LEVELS = 16  # more distinct values than this look like a photo or lossy noise, not classes
 DEFAULT_INPUT_SIDE = 512  # large or mixed-size images are trained at this size
@@ -48,7 +48,7 @@ def guess_classes(label_paths: list[Path]) -> tuple[ClassGuess | None, str]:
     lossy = any(p.suffix.lower() in LOSSY_SUFFIXES for p in label_paths)
     greys: set[int] = set()
     colours: set[tuple[int, int, int]] = set()
-    for path in _sample(label_paths, DETECTION_SAMPLE):
+    for path in spread_sample(label_paths, DETECTION_SAMPLE):
         raw = read_mask(path)
         if raw.ndim == 3:
             colours.update(map(tuple, np.unique(raw.reshape(-1, 3), axis=0).tolist()))

@@ -40,13 +40,14 @@ def class_map(logits: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 # On the CPU, channels_last made a training step 1.2-1.4x faster from 160 px up (LR-ASPP, U-Net;
-# fcn_resnet18/50, DeepLabV3+ and SegFormer gained 0-6%) and 1-4% slower at 128 px and below
-# (LR-ASPP), bench/cpu_formats.py; on CUDA it is what AMP's convolutions want.
-CPU_CHANNELS_LAST_MIN_SIDE = 160
+# fcn_resnet18/50, DeepLabV3+ and SegFormer gained 0-6%), 1.29x at camvid's fitted 144x192 (LR-ASPP,
+# batch 8, BENCHMARKS.md section 3) and 1-4% slower at 128 px and below (LR-ASPP),
+# bench/cpu_formats.py; on CUDA it is what AMP's convolutions want.
+CPU_CHANNELS_LAST_MIN_SIDE = 144
 
 
 def use_channels_last(setting: bool | None, image_size: list[int] | None, device: torch.device) -> bool:
-    """The config's `channels_last`, or for null: on CUDA, and on the CPU from 160 px (native size counts as large)."""
+    """The config's `channels_last`, or for null: on CUDA, and on the CPU from 144 px (native size counts as large)."""
     if setting is not None:
         return setting
     return device.type == "cuda" or image_size is None or min(image_size) >= CPU_CHANNELS_LAST_MIN_SIDE
