@@ -21,6 +21,15 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "bench" / "results"
+# The environment for a process that must decide for itself (a bare loop in an untouched
+# environment, a fresh `segtrain` run, the anchor): without what segtrain, imported above, set
+# for this benchmark's own process.
+UNTOUCHED = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}
+
+
+def untouched_env(checkout: Path = REPO) -> dict[str, str]:
+    """UNTOUCHED, with the segtrain of `checkout` first on the import path."""
+    return {**UNTOUCHED, "PYTHONPATH": str(checkout) + os.pathsep + UNTOUCHED.get("PYTHONPATH", "")}
 
 
 def parser(doc: str) -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ rounds. segtrain's iteration is the gap between consecutive log.csv rows (its el
 
 from __future__ import annotations
 
-from common import REPO, data_folder, median, parser, report, table  # first: segtrain sets up OpenMP
+from common import REPO, data_folder, median, parser, report, table, untouched_env  # first: segtrain sets up OpenMP
 import csv
 import json
 import os
@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 WARMUP = 3
-UNTOUCHED = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}
 
 BARE = """
 import json, time
@@ -73,7 +72,7 @@ def segtrain_gaps(checkout: Path, root: Path, iterations: int, tag: str, cores: 
     config = root / f"{tag}.json"
     config.write_text(json.dumps({"max_iteration": iterations, "interval_validate": 10**6, "output_dir": tag,
                                   "log_interval": 10**6, "max_visualizations": 0}))
-    env = {**UNTOUCHED, "PYTHONPATH": str(checkout)}
+    env = untouched_env(checkout)
     before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     # cwd: `python -m` puts the working directory first on sys.path, ahead of PYTHONPATH
     subprocess.run([sys.executable, "-m", "segtrain", "train", str(root), "--config", str(config)], env=env,
@@ -88,7 +87,7 @@ def segtrain_gaps(checkout: Path, root: Path, iterations: int, tag: str, cores: 
 
 
 def bare_steps(iterations: int) -> list[float]:
-    env = {**UNTOUCHED, "PYTHONPATH": str(REPO)}
+    env = untouched_env()
     out = subprocess.run([sys.executable, "-c", BARE.format(iterations=iterations, warmup=WARMUP + 1)], env=env,
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out.splitlines()[-1])

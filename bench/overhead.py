@@ -13,10 +13,9 @@ alternate, and the first iterations of each run are dropped as warm-up. Augmenta
 
 from __future__ import annotations
 
-from common import REPO, median, parser, peak_rss_mb, report, table  # first: segtrain sets up OpenMP before torch loads
+from common import median, parser, peak_rss_mb, report, table, untouched_env  # first: segtrain sets up OpenMP before torch loads
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -37,7 +36,7 @@ def segtrain_iterations(root: Path, raw: dict, tag: str, fresh: bool) -> list[fl
     if fresh:
         config = root / f"{tag}.json"
         config.write_text(json.dumps({**raw, "output_dir": tag}))
-        env = {**UNTOUCHED, "PYTHONPATH": str(REPO) + os.pathsep + UNTOUCHED.get("PYTHONPATH", "")}
+        env = untouched_env()
         # cwd: `python -m` puts the working directory first on sys.path, ahead of PYTHONPATH
         subprocess.run([sys.executable, "-m", "segtrain", "train", str(root), "--config", str(config)], env=env,
                        cwd=root, check=True, capture_output=True, text=True)
@@ -74,7 +73,6 @@ for it in range({iterations}):
     times.append(time.perf_counter() - start)
 print(json.dumps(times[{skip}:]))
 """
-UNTOUCHED = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}
 
 
 def bare_iterations(cfg: dict) -> list[float]:
@@ -83,7 +81,7 @@ def bare_iterations(cfg: dict) -> list[float]:
     code = BARE.format(model=cfg["model"], lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"],
                        batch=cfg["batch_size"], size=cfg["image_size"][0], iterations=cfg["max_iteration"],
                        skip=WARMUP + 1)  # segtrain's gaps start at its second iteration
-    env = {**UNTOUCHED, "PYTHONPATH": str(REPO) + os.pathsep + UNTOUCHED.get("PYTHONPATH", "")}
+    env = untouched_env()
     out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True).stdout
     return json.loads(out.splitlines()[-1])
 

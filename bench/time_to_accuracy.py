@@ -20,10 +20,9 @@ fixed split, its last 6 of 30 training pairs.
 
 from __future__ import annotations
 
-from common import REPO, RESULTS, SHARED_DATA, data_folder, machine, parser, report, table  # first: segtrain sets up OpenMP before torch loads
+from common import REPO, RESULTS, SHARED_DATA, UNTOUCHED, data_folder, machine, parser, report, table, untouched_env  # first: segtrain sets up OpenMP before torch loads
 import csv
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -42,8 +41,6 @@ DATASETS = {
 }
 ANCHOR_SIDE = 160  # segtrain's CPU input area (config/recipe.py INPUT_SIDE)
 THRESHOLDS = {"swimseg": (0.8, 0.85, 0.88), "camvid": (0.4, 0.5, 0.58), "membrane": (0.7, 0.8, 0.85)}
-# What segtrain decided for its own process must not reach the anchor's: each gets the machine as it is.
-UNTOUCHED = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}
 
 
 def link_split(source: Path, target: Path, names: list[str]) -> None:
@@ -93,7 +90,7 @@ def run_default(root: Path, dataset: str, minutes: float) -> dict:
     cfg = {"time_budget": f"{minutes * 60:g}s", "pretrained_backbone": False, "output_dir": "default",
            **DATASETS[dataset]["config"]}
     (root / "config.list").write_text(json.dumps(cfg, indent=1))
-    env = {**UNTOUCHED, "PYTHONPATH": str(REPO) + os.pathsep + UNTOUCHED.get("PYTHONPATH", "")}
+    env = untouched_env()
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "segtrain", "train", str(root)], env=env, check=True, cwd=root.parent)
     wall = time.perf_counter() - start
