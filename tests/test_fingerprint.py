@@ -56,7 +56,8 @@ def test_input_keeps_the_images_aspect(tmp_path):
     assert cfg["image_size"] == [144, 192]  # 4:3 like the images, about 160x160 pixels, sides multiples of 16
     assert cfg["batch_size"] == 5 and cfg["loss"] == "ce" and cfg["class_weights"] is None  # 5 images; no rare class
     assert "input 144x192 (median image 360x480, aspect 1.33 kept" in said and "batch 5 (5 training images)" in said
-    assert "set image_size/batch_size/loss/class_weights/amp/n_workers in config.list to choose otherwise" in said
+    assert "set model/encoder/image_size/batch_size/loss/class_weights/amp/n_workers in config.list to choose otherwise" in said
+    assert cfg["model"] == "lraspp_mobilenet_v3_large" and cfg["output_dir"] == cfg["model"] and "model " not in said
     cfg, said = fitted(tmp_path / "data", {}, "cuda")
     assert cfg["image_size"] == [272, 368] and cfg["batch_size"] == 5 and "on the GPU" in said
     assert cfg["amp"] is True and cfg["n_workers"] >= 2 and "AMP (bf16 autocast)" in said
@@ -84,9 +85,65 @@ def test_keys_the_config_sets_are_kept(tmp_path):
     cfg, said = fitted(root, {"image_size": 48, "loss": "focal"})
     assert cfg["image_size"] == [48, 48] and cfg["loss"] == "focal"
     assert cfg["class_weights"] == "auto" and cfg["batch_size"] == 6  # the open keys are still fitted
-    assert cfg[FIT_KEY] == ["batch_size", "class_weights", "amp", "n_workers"] and "set batch_size/class_weights/" in said
+    assert cfg[FIT_KEY] == ["model", "encoder", "output_dir", "batch_size", "class_weights", "amp", "n_workers"]
+    assert "set model/encoder/batch_size/class_weights/" in said
     cfg, _ = fitted(root, {"class_weights": None, "batch_size": 2})
     assert cfg["class_weights"] is None and cfg["batch_size"] == 2 and cfg["loss"] == "ce+dice"
+
+
+def grid_root(path, size, spacing, n_train=4):
+    """'membrane'-like masks: 1 px lines of class 0 every `spacing` pixels across class 1."""
+    path.mkdir(parents=True)
+    (path / "class_names.list").write_text("membrane\ncell\n")
+    rng = np.random.default_rng(0)
+    mask = np.full((size, size), 255, np.uint8)
+    mask[::spacing, :] = 0
+    mask[:, ::spacing] = 0
+    for split, count in (("train", n_train), ("valid", 1)):
+        for kind in ("images", "labels"):
+            (path / split / kind).mkdir(parents=True)
+        for k in range(count):
+            Image.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8)).save(path / split / "images" / f"{k}.png")
+            Image.fromarray(mask).save(path / split / "labels" / f"{k}.png")
+    return path
+
+
+def test_the_fingerprint_measures_each_class_width(tmp_path):
+    fp = fingerprint_module.fingerprint(inspect_root(grid_root(tmp_path / "data", 64, 8), resolve({})))
+    # Per 8x8 cell: 15 line pixels, each of the 7x7 cell pixels' 28 outer edges meets a line, and
+    # so do the lines: widths 2 * 15 / 28 and 2 * 49 / 28 (the image border is no boundary, so a bit more).
+    assert fp.class_share[0] == pytest.approx(15 / 64, abs=0.01)
+    assert fp.class_width[0] == pytest.approx(30 / 28, rel=0.1) and fp.class_width[1] == pytest.approx(98 / 28, rel=0.1)
+
+
+def test_a_large_thin_class_gets_a_unet_on_a_larger_input(tmp_path):
+    root = grid_root(tmp_path / "data", 400, 8)  # a class of 23% of the pixels, about 1 px wide
+    cfg, said = fitted(root, {})
+    assert (cfg["model"], cfg["encoder"], cfg["output_dir"]) == ("unet", "resnet18", "unet")
+    assert cfg["image_size"] == [320, 320]  # grown from 160 as far as the recipe grows it (2x)
+    assert "model unet with encoder resnet18" in said and "grown from 160 for class 'membrane'" in said
+    cfg, said = fitted(root, {"model": "fcn_resnet18"})  # a model the config names stays; the input still grows
+    assert (cfg["model"], cfg["output_dir"], cfg["image_size"]) == ("fcn_resnet18", "fcn_resnet18", [320, 320])
+    assert "model" not in cfg[FIT_KEY] and "model unet" not in said
+    assert fitted(root, {"fcn": "50"})[0]["model"] == "fcn_resnet50"  # the original's keys pick the model
+    assert fitted(root, {"output_dir": "mine"})[0]["output_dir"] == "mine"
+
+
+def test_a_thin_class_that_is_rare_changes_nothing(tmp_path):
+    cfg, said = fitted(grid_root(tmp_path / "data", 400, 60), {})  # the lines are 3% of the pixels
+    assert cfg["model"] == "lraspp_mobilenet_v3_large" and cfg["image_size"] == [160, 160] and "grown" not in said
+
+
+def test_resume_finds_the_folder_of_the_model_the_recipe_chose(tmp_path, capsys):
+    root = grid_root(tmp_path / "data", 64, 8)
+    write_config(root, max_iteration=2, interval_validate=1, pretrained_backbone=False, n_workers=0, log_interval=100,
+                 batch_size=2)
+    assert main(["train", str(root), "--stop-after", "1"]) == 0
+    assert "model unet with encoder resnet18" in capsys.readouterr().out
+    assert main(["train", str(root), "--resume"]) == 0
+    ckpt = torch.load(root / "MODEL-unet" / "checkpoint.pth.tar", weights_only=True)
+    assert ckpt["iteration"] == 2 and ckpt["arch"] == "unet" and ckpt["config"]["encoder"] == "resnet18"
+    assert not (root / "MODEL-lraspp_mobilenet_v3_large").exists()
 
 
 @pytest.mark.parametrize("raw", [

@@ -36,7 +36,8 @@ KEYS: dict[str, tuple[Any, str]] = {
     "mode": ("train", "'train', or 'test': predict (and score) ROOT/test with pretrained_net"),
     # segtrain's keys.
     "optimizer": (None, "'sgd' or 'adamw'; absent = sgd when the config sets lr (the original's keys), else adamw"),
-    "model": (None, "registered model name; absent = from backbone+fcn, else lraspp_mobilenet_v3_large"),
+    "model": (None, "registered model name; absent = from backbone+fcn, else fitted to the folder (lraspp_mobilenet_v3_large; "
+                     "unet with resnet18 for a thin class of at least 5% of the pixels)"),
     "image_size": (None, "training input size: int (square) or [H, W]; null = native size; "
                    "absent = about 160x160 with the images' aspect (no lr in the config), native for the original recipe"),
     "aux_loss": (False, "train with the auxiliary head (weight 0.5)"),

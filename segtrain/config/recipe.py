@@ -38,12 +38,31 @@ def written_out(n_train: int, image_size: int | None, n_workers: int) -> dict:
 # data/fingerprint.py) and the device, as nnU-Net plans from its dataset fingerprint. A config that
 # sets lr (the original tool's, or one tuned by hand) is left as it is.
 FIT_KEY = "fitted_to_data"  # in the run's config: the keys the recipe chose
-FITTED_KEYS = ("image_size", "batch_size", "loss", "class_weights", "amp", "n_workers")
+FITTED_KEYS = ("model", "encoder", "output_dir", "image_size", "batch_size", "loss", "class_weights", "amp", "n_workers")
+# A config that names its model (model, or the original's fcn) or an smp encoder chose the model:
+# the recipe leaves model, encoder and the output folder named after the model alone.
+MODEL_KEYS = ("model", "encoder", "output_dir")
+MODEL_CHOSEN_BY = ("model", "fcn", "encoder")
 # Input of about SIDE x SIDE pixels (the measured CPU default; a GPU affords 4x the pixels and
 # twice the batch), rounded to multiples of SIZE_MULTIPLE: the strides of the models' encoders.
 INPUT_SIDE = {"cpu": 160, "cuda": 320}
 BATCH = {"cpu": DEFAULT_BATCH_SIZE, "cuda": 16}
 SIZE_MULTIPLE = 16
+# A class that is a large part of the task (at least THIN_CLASS_SHARE of the labelled pixels) but
+# under THIN_WIDTH pixels wide at that input (data/fingerprint.py class_width) is lost by a model
+# that sees the image at that scale and draws its output at 1/8 of it, as LR-ASPP does: membranes
+# 5.5 px wide in ISBI's 512 px EM slices are 1.7 px at 160 px. The recipe then trains THIN_MODEL, a
+# U-Net (its decoder draws at the input's full resolution), on an input grown until the class is
+# THIN_WIDTH wide, up to THIN_MAX_GROWTH x the side. Measured on membrane, valid mean IoU after 5
+# minutes each from scratch (BENCHMARKS.md section 3): LR-ASPP 0.465 at 160 px, 0.615 at 320 px;
+# U-Net (resnet18) 0.770 at 256 px and at 320 px.
+# A rare thin class (CamVid's poles, 1%) changes nothing: a larger input and a heavier model would
+# cost every other class most of its iterations.
+THIN_CLASS_SHARE = 0.05
+THIN_WIDTH = 4.0
+THIN_MAX_GROWTH = 2.0
+THIN_MODEL = ("unet", "resnet18")
+RECIPE_MODELS = (DEFAULT_MODEL, THIN_MODEL[0])  # what a run with the model left open may have chosen
 # Below this share of the labelled pixels a class gets too little of a plain cross-entropy's
 # attention: Dice weighs each present class alike, median-frequency weights do so for cross-entropy.
 RARE_CLASS_SHARE = 0.02
@@ -58,7 +77,10 @@ GPU_WORKERS_MAX = 12
 
 def open_keys(raw: dict) -> list[str]:
     """In `resolve`: the keys the recipe may fit (none for a config that sets lr)."""
-    return [] if "lr" in raw else [key for key in FITTED_KEYS if key not in raw]
+    if "lr" in raw:
+        return []
+    model_chosen = any(key in raw for key in MODEL_CHOSEN_BY)
+    return [key for key in FITTED_KEYS if key not in raw and not (model_chosen and key in MODEL_KEYS)]
 
 
 def fitted_size(median_size: tuple[int, int], aspect: float, side: int) -> list[int]:
@@ -67,6 +89,18 @@ def fitted_size(median_size: tuple[int, int], aspect: float, side: int) -> list[
     height, width = side / aspect**0.5, side * aspect**0.5
     scale = min(1.0, median_size[0] / height, median_size[1] / width)
     return [max(SIZE_MULTIPLE, round(length * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE) for length in (height, width)]
+
+
+def thin_class_side(fp, side: int) -> tuple[int, int | None]:
+    """(input side, the thin class that set it, or None): side, grown for the thinnest class that
+    holds at least THIN_CLASS_SHARE of the pixels and is under THIN_WIDTH pixels wide at that side."""
+    scale = min(1.0, side / min(fp.median_size))  # how the masks shrink to the input, about
+    large = [c for c, share in enumerate(fp.class_share) if share >= THIN_CLASS_SHARE and fp.class_width[c] > 0]
+    thinnest = min(large, key=lambda c: fp.class_width[c], default=None)
+    if thinnest is None or fp.class_width[thinnest] * scale >= THIN_WIDTH:
+        return side, None
+    wanted = side * THIN_WIDTH / (fp.class_width[thinnest] * scale)
+    return round(min(wanted, side * THIN_MAX_GROWTH)), thinnest
 
 
 def gpu_workers() -> int:
@@ -92,7 +126,10 @@ def fit_recipe(cfg: dict, spec, device_type: str, saved: dict | None = None, log
     device = "cuda" if device_type == "cuda" else "cpu"
     rarest = fp.rarest_present()
     rare = rarest is not None and fp.class_share[rarest] < RARE_CLASS_SHARE
-    chosen = {"image_size": fitted_size(fp.median_size, fp.aspect, INPUT_SIDE[device]),
+    side, thin = thin_class_side(fp, INPUT_SIDE[device])
+    model, encoder = THIN_MODEL if thin is not None else (DEFAULT_MODEL, None)
+    chosen = {"model": model, "encoder": encoder, "output_dir": model,
+              "image_size": fitted_size(fp.median_size, fp.aspect, side),
               "batch_size": min(BATCH[device], fp.n_train),
               "loss": RARE_CLASS_LOSS if rare else "ce",
               "class_weights": "auto" if rare else None,
@@ -100,11 +137,15 @@ def fit_recipe(cfg: dict, spec, device_type: str, saved: dict | None = None, log
               "n_workers": gpu_workers() if device == "cuda" else CPU_WORKERS}
     cfg.update({key: chosen[key] for key in keys})
 
-    side = INPUT_SIDE[device]
+    grown = (f", grown from {INPUT_SIDE[device]} for class {spec.class_names[thin]!r}: "
+             f"{fp.class_share[thin]:.0%} of the pixels, {fp.class_width[thin]:.1f} px wide in the masks"
+             if thin is not None else "")
     why = {
+        "model": f"model {model} with encoder {encoder} (its decoder draws at the input's resolution)"
+                 if thin is not None else "",
         "image_size": f"input {'x'.join(map(str, chosen['image_size']))} (median image "
                       f"{fp.median_size[0]}x{fp.median_size[1]}, aspect {fp.aspect:.2f} kept, about {side}x{side} "
-                      f"pixels on the {'GPU' if device == 'cuda' else 'CPU'}, no larger than the images)",
+                      f"pixels on the {'GPU' if device == 'cuda' else 'CPU'}{grown}, no larger than the images)",
         "batch_size": f"batch {chosen['batch_size']}" + (f" ({fp.n_train} training images)"
                                                          if chosen["batch_size"] < BATCH[device] else ""),
     }
@@ -118,4 +159,4 @@ def fit_recipe(cfg: dict, spec, device_type: str, saved: dict | None = None, log
                        f"{'under' if rare else 'not under'} {RARE_CLASS_SHARE:.0%})")
     log(f"recipe fitted to {fp.n_train} training images: "
         + "; ".join(text for key, text in why.items() if text and (key in keys or key == "loss")))
-    log(f"recipe: set {'/'.join(keys)} in config.list to choose otherwise")
+    log(f"recipe: set {'/'.join(key for key in keys if key != 'output_dir')} in config.list to choose otherwise")

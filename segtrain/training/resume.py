@@ -8,6 +8,7 @@ as tensors and built-ins, so the checkpoint still loads with `weights_only=True`
 
 from __future__ import annotations
 
+import glob
 import math
 import random
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from segtrain.config.recipe import FIT_KEY, RECIPE_MODELS
 from segtrain.outputs.checkpoints import CHECKPOINT_NAME, read_checkpoint
 from segtrain.errors import CheckpointError
 
@@ -68,8 +70,13 @@ def checkpoint_to_resume(root: Path, cfg: dict, given: str, log=print) -> Path:
             path = root / path
         return path
     folder = root / f"MODEL-{cfg['output_dir']}"
+    if "output_dir" in cfg.get(FIT_KEY, ()):
+        # Named after the model the recipe chose when the run began, which resume is to restore.
+        named = [root / f"MODEL-{model}" for model in RECIPE_MODELS]
+        started = [candidate for candidate in named if (candidate / CHECKPOINT_NAME).is_file()]
+        folder = max(started, key=lambda candidate: (candidate / CHECKPOINT_NAME).stat().st_mtime, default=folder)
     path = folder / CHECKPOINT_NAME
-    later = sorted(p.parent.name for p in root.glob(f"MODEL-{cfg['output_dir']}-*/{CHECKPOINT_NAME}"))
+    later = sorted(p.parent.name for p in root.glob(f"{glob.escape(folder.name)}-*/{CHECKPOINT_NAME}"))
     if not path.is_file():
         hint = f" Runs with a checkpoint here: {', '.join(later)}; pass --resume {root / later[-1] / CHECKPOINT_NAME}." if later else ""
         raise CheckpointError(f"{path}: no checkpoint to resume from.{hint} Or start a new run without --resume.")
