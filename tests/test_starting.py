@@ -61,9 +61,11 @@ def test_init_on_binary_masks_writes_two_classes_and_a_config_train_accepts(tmp_
     assert (root / "class_names.list").read_text() == "class0\nclass1\n"
     assert "class0 = mask value 0" in out and "class1 = mask value 255" in out and "rename them" in out
     config = json.loads((root / "config.list").read_text())  # strict JSON
-    assert config["image_size"] is None and config["batch_size"] == 8 and config["optimizer"] == "adamw"
+    # The keys the folder decides are left to the recipe, as a train without config.list would; init shows its choice.
+    assert config == {"max_iteration": 2000, "interval_validate": 200, "optimizer": "adamw", "augment": True}
     for key in config:  # every written key is explained
         assert f'"{key}":' in out
+    assert "segtrain fits the rest of its recipe" in out and "recipe fitted to 8 training images: input 32x32" in out
     cfg, spec = _resolved(root)
     assert spec.decoder.describe() == "binary masks: 0 -> class0, 255 -> class1" and len(spec.valid) == 2
     result = run_cli("train", root, "--set", "max_iteration=1", "--set", "interval_validate=1",
@@ -72,7 +74,7 @@ def test_init_on_binary_masks_writes_two_classes_and_a_config_train_accepts(tmp_
     assert (root / "MODEL-lraspp_mobilenet_v3_large" / "model_best.pth.tar").is_file()
 
 
-def test_init_on_index_masks_and_large_mixed_sizes(tmp_path):
+def test_init_on_index_masks_and_large_mixed_sizes(tmp_path, capsys):
     masks = [_stripes([0, 1, 2], 40), _stripes([2, 0], 40)] * 3
     root = _mask_folder(tmp_path / "d", masks)
     big = np.full((700, 900, 3), 50, np.uint8)
@@ -80,9 +82,10 @@ def test_init_on_index_masks_and_large_mixed_sizes(tmp_path):
     Image.fromarray(np.zeros((700, 900), np.uint8)).save(root / "train" / "labels" / "big.png")
     assert main(["init", str(root)]) == 0
     assert (root / "class_names.list").read_text().split() == ["class0", "class1", "class2"]
-    assert json.loads((root / "config.list").read_text())["image_size"] == 32  # mixed sizes: the smallest, /32
+    assert "image_size" not in json.loads((root / "config.list").read_text())
+    assert "input 32x32 (median image 40x40" in capsys.readouterr().out  # the median image's size, not the big one's
     cfg, spec = _resolved(root)
-    assert spec.decoder.kind == "index" and cfg["image_size"] == [32, 32]
+    assert spec.decoder.kind == "index"
 
 
 def test_init_on_colour_masks_writes_class_colors(tmp_path):
@@ -107,7 +110,7 @@ def test_init_never_overwrites_and_says_when_classes_are_unclear(tmp_path, capsy
     assert (root / "config.list").read_text() == '{"max_iteration": 7}\n'
     assert not (root / "class_names.list").exists()
     assert "cannot tell the classes. Write class_names.list yourself" in out
-    assert "kept the existing" in out and '"model":' in out  # shows what it would have written
+    assert "kept the existing" in out and '"max_iteration":' in out  # shows what it would have written
 
 
 def test_init_on_a_folder_without_images_is_a_one_line_error(tmp_path):

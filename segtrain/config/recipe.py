@@ -17,20 +17,15 @@ DEFAULT_INTERVAL_VALIDATE = 200
 DEFAULT_BATCH_SIZE = 8
 
 
-def written_out(n_train: int, image_size: int | None, n_workers: int) -> dict:
-    """The default recipe key by key, as `segtrain init` writes it so the user sees what to change;
-    batch and input size fitted to the folder (a tiny folder, its images' own size)."""
+def written_out() -> dict:
+    """The default recipe's keys the folder does not decide, as `segtrain init` writes them so the
+    user sees what to change; model, input size, batch and loss are left open for `fit_recipe` to
+    choose when training starts (init prints what it would choose)."""
     return {
-        "model": DEFAULT_MODEL,
         "max_iteration": DEFAULT_MAX_ITERATION,
         "interval_validate": DEFAULT_INTERVAL_VALIDATE,
-        "batch_size": max(1, min(DEFAULT_BATCH_SIZE, n_train)),
         "optimizer": DEFAULT_OPTIMIZER,
-        "lr": DEFAULT_LR[DEFAULT_OPTIMIZER],
-        "image_size": image_size,
         "augment": True,
-        "n_workers": n_workers,
-        "output_dir": DEFAULT_MODEL,
     }
 
 

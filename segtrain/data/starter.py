@@ -20,11 +20,10 @@ from segtrain.data.classes import read_class_names
 from segtrain.config import recipe
 from segtrain.config.load import KEYS, resolve
 from segtrain.data.folder import check_sizes, find_splits
-from segtrain.errors import DatasetError, OutputError
+from segtrain.errors import DatasetError, OutputError, SegtrainError
 from segtrain.data.labels import DETECTION_SAMPLE, LOSSY_SUFFIXES, detect_decoder, read_mask, spread_sample
 
 MAX_GUESSED_LEVELS = 16  # more distinct values than this look like a photo or lossy noise, not classes
-DEFAULT_INPUT_SIDE = 512  # large or mixed-size images are trained at this size
 
 
 @dataclass
@@ -41,6 +40,7 @@ class Starter:
     classes: ClassGuess | None
     found: list[str] = field(default_factory=list)  # what was seen, for the user
     problems: list[str] = field(default_factory=list)
+    fitted: list[str] = field(default_factory=list)  # what training will fit to the folder (recipe.fit_recipe)
 
 
 def guess_classes(label_paths: list[Path]) -> tuple[ClassGuess | None, str]:
@@ -82,12 +82,21 @@ def guess_classes(label_paths: list[Path]) -> tuple[ClassGuess | None, str]:
     return None, f"grey masks with {len(greys)} distinct values; cannot tell the classes"
 
 
-def input_size(sizes: set[tuple[int, int]]) -> int | None:
-    """Native size when all images share one modest size, else a common square size."""
-    if len(sizes) == 1 and max(next(iter(sizes))) <= DEFAULT_INPUT_SIDE:
-        return None
-    smallest = min(min(hw) for hw in sizes)
-    return max(32, min(DEFAULT_INPUT_SIDE, smallest // 32 * 32))
+def fitted_choices(root: Path, config: dict, class_names: list[str]) -> list[str]:
+    """What `segtrain train` will fit to this folder on this machine (fit_recipe's own lines); none
+    when the folder cannot be read as training would read it yet (init says why elsewhere)."""
+    import torch
+
+    from segtrain.data.folder import inspect_root
+
+    cfg = resolve(config, "starter config")
+    lines: list[str] = []
+    try:
+        recipe.fit_recipe(cfg, inspect_root(root, cfg, class_names), "cuda" if torch.cuda.is_available() else "cpu",
+                          log=lines.append)
+    except SegtrainError:
+        return []
+    return lines
 
 
 def plan(root: Path, class_names: list[str] | None = None, fallback: dict | None = None) -> Starter:
@@ -116,8 +125,7 @@ def plan(root: Path, class_names: list[str] | None = None, fallback: dict | None
         else:
             class_names = classes.names
 
-    n_train = len(train) - (0 if valid else round(len(train) * KEYS["valid_fraction"][0]))
-    config = recipe.written_out(n_train, input_size(sizes), min(2, os.cpu_count() or 1))
+    config = recipe.written_out()
     if class_names is not None:
         colors = classes.colors if classes is not None else None
         try:
@@ -132,7 +140,8 @@ def plan(root: Path, class_names: list[str] | None = None, fallback: dict | None
         if decoder is not None:
             found.append(f"labels: {decoder.describe()}")
     resolve(config, "starter config")  # what init writes must be what train and check accept
-    return Starter(root, config, classes, found, problems)
+    fitted = fitted_choices(root, config, class_names) if class_names is not None and not problems else []
+    return Starter(root, config, classes, found, problems, fitted)
 
 
 STARTER_FILES = ("class_names.list", "class_colors.list", "config.list")
@@ -182,4 +191,8 @@ def write_starter(starter: Starter, class_names: list[str] | None = None, log=pr
         log(f"kept the existing {root / 'config.list'}; a starter config for this folder would be:")
     for key, value in starter.config.items():
         log(f"  {json.dumps(key) + ':':22s} {json.dumps(value):16s} {KEYS[key][1]}")
+    if starter.fitted:
+        log("when training starts, segtrain fits the rest of its recipe to this folder and machine:")
+        for line in starter.fitted:
+            log(f"  {line}")
     log("other keys and their defaults: segtrain train --help. Next: segtrain train " + str(root))
