@@ -126,12 +126,28 @@ def test_a_large_thin_class_gets_a_unet_on_a_larger_input(tmp_path):
     assert (cfg["model"], cfg["output_dir"], cfg["image_size"]) == ("fcn_resnet18", "fcn_resnet18", [320, 320])
     assert "model" not in cfg[FIT_KEY] and "model unet" not in said
     assert fitted(root, {"fcn": "50"})[0]["model"] == "fcn_resnet50"  # the original's keys pick the model
+    # The class is judged at the input the config sets: 1 px at native size is thin, the model is fitted, the size kept.
+    cfg, _ = fitted(root, {"image_size": None})
+    assert cfg["model"] == "unet" and cfg["image_size"] is None
     assert fitted(root, {"output_dir": "mine"})[0]["output_dir"] == "mine"
 
 
 def test_a_thin_class_that_is_rare_changes_nothing(tmp_path):
     cfg, said = fitted(grid_root(tmp_path / "data", 400, 60), {})  # the lines are 3% of the pixels
     assert cfg["model"] == "lraspp_mobilenet_v3_large" and cfg["image_size"] == [160, 160] and "grown" not in said
+
+
+def test_a_class_wide_enough_at_the_configs_input_keeps_lraspp(tmp_path):
+    root = grid_root(tmp_path / "data", 400, 24)
+    lines = np.asarray(Image.open(root / "train" / "labels" / "0.png")) == 0
+    for _ in range(2):  # 1 px lines grown to 5 px: 37% of the pixels
+        lines = lines | np.roll(lines, 1, 0) | np.roll(lines, -1, 0) | np.roll(lines, 1, 1) | np.roll(lines, -1, 1)
+    for path in root.glob("*/labels/*.png"):
+        Image.fromarray(np.where(lines, 0, 255).astype(np.uint8)).save(path)
+    cfg, _ = fitted(root, {})
+    assert cfg["model"] == "unet" and 160 < cfg["image_size"][0] <= 320  # about 2 px wide at 160 px: grown
+    cfg, said = fitted(root, {"image_size": 400})  # 5 px wide at the config's 400 px: not thin there
+    assert cfg["model"] == "lraspp_mobilenet_v3_large" and cfg["image_size"] == [400, 400] and "unet" not in said
 
 
 def test_resume_finds_the_folder_of_the_model_the_recipe_chose(tmp_path, capsys):

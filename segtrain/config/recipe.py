@@ -121,7 +121,9 @@ def fit_recipe(cfg: dict, spec, device_type: str, saved: dict | None = None, log
     device = "cuda" if device_type == "cuda" else "cpu"
     rarest = fp.rarest_present()
     rare = rarest is not None and fp.class_share[rarest] < RARE_CLASS_SHARE
-    side, thin = thin_class_side(fp, INPUT_SIDE[device])
+    # A thin class is judged at the input the run will have: the config's own image_size when it sets one.
+    given = None if "image_size" in keys else (min(cfg["image_size"]) if cfg["image_size"] else min(fp.median_size))
+    side, thin = thin_class_side(fp, given or INPUT_SIDE[device])
     model, encoder = THIN_MODEL if thin is not None else (DEFAULT_MODEL, None)
     chosen = {"model": model, "encoder": encoder, "output_dir": model,
               "image_size": fitted_size(fp.median_size, fp.aspect, side),
