@@ -8,6 +8,10 @@ whole valid split's confusion matrix, like validation:
   per-image oracle    each valid image gets the threshold that is best for its own labels: it
                       peeks at the answers, so it is not a method, but it says how much of the
                       labelling a per-image colour rule can reproduce
+  labels on a grid    the valid labels themselves, averaged onto an N x N grid and drawn back at
+                      600 px as validation draws logits (bilinear, then the larger class): what a
+                      perfect model scores when its output is that coarse (LR-ASPP's output is
+                      an eighth of its input: 20 x 20 at 160 px)
 
     .venv/bin/python bench/colour_baselines.py [--out bench/results/colour_baselines]
 """
@@ -21,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 BINS = 200  # ratio in [-1, 1] in steps of 0.01
+GRIDS = (20, 40, 80)  # LR-ASPP's output at 160, 320 and 640 px inputs
 
 
 def ratio_histograms(split: Path) -> np.ndarray:
@@ -49,6 +54,21 @@ def mean_iou(confusion: np.ndarray) -> float:
     return float(np.mean(diag / (confusion.sum(0) + confusion.sum(1) - diag)))
 
 
+def labels_on_grid(split: Path, grid: int) -> float:
+    """Valid mean IoU of the labels drawn back from a grid x grid average of themselves."""
+    import torch
+    import torch.nn.functional as F
+
+    confusion = np.zeros((2, 2), np.int64)
+    for label_path in sorted((split / "labels").iterdir()):
+        cloud = np.asarray(Image.open(label_path).convert("L")) > 127
+        truth = torch.from_numpy(cloud.astype(np.float32))[None, None]
+        coarse = F.interpolate(truth, size=(grid, grid), mode="area")
+        drawn = F.interpolate(coarse, size=cloud.shape, mode="bilinear", align_corners=False)[0, 0].numpy() > 0.5
+        confusion += np.bincount(2 * cloud.ravel() + drawn.ravel(), minlength=4).reshape(2, 2)
+    return mean_iou(confusion)
+
+
 def main() -> None:
     args = parser(__doc__).parse_args()
     root = data_folder("swimseg")
@@ -60,11 +80,15 @@ def main() -> None:
                  for h in valid)
     rows = [["global threshold (fitted on train)", f"{best / BINS * 2 - 1:.2f}", f"{valid_global:.3f}"],
             ["per-image oracle threshold (best accuracy per image)", "per image", f"{mean_iou(oracle):.3f}"]]
+    grids = {grid: labels_on_grid(root / "valid", grid) for grid in GRIDS}
+    rows += [[f"the labels drawn from a {grid}x{grid} grid (a perfect model at that output size)", "–", f"{iou:.3f}"]
+             for grid, iou in grids.items()]
     text = table(["baseline", "ratio threshold", "valid mean IoU"], rows)
     text += f"\n\nswimseg, {len(train)} train / {len(valid)} valid images at full resolution."
     report("Colour baselines for benchmark 3", text, {"global_threshold": best / BINS * 2 - 1,
                                                       "valid_global": valid_global,
-                                                      "valid_oracle": mean_iou(oracle)}, args.out)
+                                                      "valid_oracle": mean_iou(oracle),
+                                                      "valid_labels_on_grid": grids}, args.out)
 
 
 if __name__ == "__main__":
