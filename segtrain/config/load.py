@@ -39,7 +39,8 @@ KEYS: dict[str, tuple[Any, str]] = {
     "model": (None, "registered model name; absent = from backbone+fcn, else fitted to the folder (lraspp_mobilenet_v3_large; "
                      "unet with resnet18 for a thin class of at least 5% of the pixels)"),
     "image_size": (None, "training input size: int (square) or [H, W]; null = native size; "
-                   "absent = about 160x160 with the images' aspect (no lr in the config), native for the original recipe"),
+                   "absent = fitted to the folder (no lr in the config: about 160x160 with the images' aspect, larger "
+                   "for a thin class), native for the original recipe"),
     "aux_loss": (False, "train with the auxiliary head (weight 0.5)"),
     "loss_reduction": (None, "'sum' over pixels (original) or 'mean'; absent = by lr"),
     "lr_schedule": (None, "'poly' or 'constant'; absent = constant for the original recipe, else poly"),

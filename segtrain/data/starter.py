@@ -82,18 +82,17 @@ def guess_classes(label_paths: list[Path]) -> tuple[ClassGuess | None, str]:
     return None, f"grey masks with {len(greys)} distinct values; cannot tell the classes"
 
 
-def fitted_choices(root: Path, config: dict, class_names: list[str]) -> list[str]:
-    """What `segtrain train` will fit to this folder on this machine (fit_recipe's own lines); none
-    when the folder cannot be read as training would read it yet (init says why elsewhere)."""
-    import torch
-
+def fitted_choices(root: Path, cfg: dict, class_names: list[str]) -> list[str]:
+    """What `segtrain train` will fit to this folder on this machine (fit_recipe's own lines), from
+    the resolved starter config; none when the folder cannot be read as training would read it yet
+    (init says why elsewhere)."""
     from segtrain.data.folder import inspect_root
+    from segtrain.runtime.device import select_device
 
-    cfg = resolve(config, "starter config")
     lines: list[str] = []
     try:
-        recipe.fit_recipe(cfg, inspect_root(root, cfg, class_names), "cuda" if torch.cuda.is_available() else "cpu",
-                          log=lines.append)
+        device = select_device(cfg["device"], log=lambda _: None)
+        recipe.fit_recipe(cfg, inspect_root(root, cfg, class_names), device.type, log=lines.append)
     except SegtrainError:
         return []
     return lines
@@ -139,8 +138,8 @@ def plan(root: Path, class_names: list[str] | None = None, fallback: dict | None
                 config.update(fallback)
         if decoder is not None:
             found.append(f"labels: {decoder.describe()}")
-    resolve(config, "starter config")  # what init writes must be what train and check accept
-    fitted = fitted_choices(root, config, class_names) if class_names is not None and not problems else []
+    resolved = resolve(config, "starter config")  # what init writes must be what train and check accept
+    fitted = fitted_choices(root, resolved, class_names) if class_names is not None and not problems else []
     return Starter(root, config, classes, found, problems, fitted)
 
 
