@@ -58,7 +58,10 @@ def test_unlabeled_images_change_training_and_are_reported(tmp_path, labeled_onl
     assert main(["train", str(root)]) == 0
     out = capsys.readouterr().out
     assert (f"unlabeled: 6 images from {root / 'unlabeled'} (FixMatch consistency, threshold 0.5, weight 1, "
-            "4 per step)") in out
+            "4 per step; the strong view keeps colours (colour alone separates the classes 0.96, at least 0.5; "
+            "set unlabeled_colour to choose))") in out
+    saved = torch.load(root / "MODEL-tiny" / "checkpoint.pth.tar", weights_only=True)["config"]
+    assert saved["unlabeled_colour"] is False  # decided once, kept for --resume
     assert "ignored 1 unsupported file(s)" in out and "notes.txt" in out
     changed = weights(root)
     assert any(not torch.equal(t, changed[k]) for k, t in weights(labeled_only).items())
@@ -100,6 +103,7 @@ def test_unlabeled_dir_elsewhere_stop_and_resume_equals_one_run(tmp_path):
     (dict(unlabeled_threshold=1.5), ["config.list", "'unlabeled_threshold' must be at most 1, got 1.5"]),
     (dict(unlabeled_weight="high"), ["'unlabeled_weight' must be a number, got 'high'"]),
     (dict(unlabeled_batch_size=0), ["'unlabeled_batch_size' must be at least 1, got 0"]),
+    (dict(unlabeled_colour="no"), ["'unlabeled_colour' must be true, false or null, got 'no'"]),
     (dict(unlabeled_dir="nowhere"), ["nowhere: unlabeled_dir (config key 'unlabeled_dir') is not a folder"]),
     (dict(unlabeled_batch_size=9), ["6 unlabeled image(s), fewer than the 9 each step takes"]),
     (dict(image_size=None, batch_size=1, unlabeled_batch_size=1), ["unlabeled images must have the training images' size"]),
@@ -137,3 +141,44 @@ def test_two_process_run_shards_the_unlabeled_images(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert result.stdout.count("unlabeled: 6 images from") == 1  # said by rank 0 only
     assert "confident pixels 100.0%" in (root / "MODEL-tiny" / "report.html").read_text()
+
+
+def test_strong_view_keeps_colour_when_told_and_draws_the_same_boxes():
+    """unlabeled_colour false: no view is greyed or loses its blue, while the cut-out boxes (the
+    same random stream) stay where they were; with colour on, some views are greyed."""
+    from segtrain.data.transforms import MEAN, STD
+    from segtrain.training.consistency import Consistency
+    sky = torch.tensor([0.3, 0.5, 0.9]).view(1, 3, 1, 1).expand(16, 3, 24, 24)  # saturated blue
+    weak = (sky - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    greyed = {True: 0, False: 0}
+    for colour in (True, False):
+        view = Consistency(0.9, 1.0, seed=3, colour=colour)
+        for iteration in range(4):
+            strong, keep = view.strong_view(weak, iteration)
+            rgb = strong * torch.tensor(STD).view(1, 3, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1)
+            centre = rgb[:, :, 0, 0]  # cut-out boxes are grey by design: look at pixels outside them
+            outside = keep[:, 0, 0]
+            spread = (centre.max(1).values - centre.min(1).values)[outside]
+            greyed[colour] += int((spread < 1e-3).sum())
+            if not colour:
+                assert (centre[outside, 2] > centre[outside, 0] + 0.05).all()  # still blue
+                _, keep_colour = Consistency(0.9, 1.0, seed=3, colour=True).strong_view(weak, iteration)
+                assert torch.equal(keep, keep_colour)
+    assert greyed[True] > 0 and greyed[False] == 0
+
+
+def test_colour_separability_tells_coloured_classes_from_grey_ones(tmp_path):
+    """Blue sky and white cloud: colour alone separates them; the same pictures in grey: not at
+    all; a folder whose two classes are drawn at random over the pixels: no better than chance."""
+    from segtrain.config.load import resolve
+    from segtrain.data.fingerprint import colour_separability
+    from segtrain.data.folder import inspect_root
+    root = write_sky_folder(tmp_path / "sky", n_train=8, n_valid=2, size=32)
+    assert colour_separability(inspect_root(root, resolve({}, "test"))) > 0.9
+    for image in (root / "train" / "images").iterdir():
+        Image.open(image).convert("L").convert("RGB").save(image)
+    assert colour_separability(inspect_root(root, resolve({}, "test"))) == 0
+    rng = np.random.default_rng(0)
+    for image in (root / "train" / "images").iterdir():
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(image)
+    assert colour_separability(inspect_root(root, resolve({}, "test"))) < 0.1

@@ -75,6 +75,9 @@ KEYS: dict[str, tuple[Any, str]] = {
     "unlabeled_weight": (1.0, "weight of the unlabeled images' consistency loss"),
     "unlabeled_threshold": (0.95, "confidence (max softmax) from which a pixel of an unlabeled image gets a pseudo-label"),
     "unlabeled_batch_size": (None, "unlabeled images per training step; null = batch_size"),
+    "unlabeled_colour": (None, "the strong view of an unlabeled image also jitters saturation and sometimes greys it "
+                         "(UniMatch's view); false keeps its colours; null = false where colour alone tells the "
+                         "classes apart (sky and cloud), else true (BENCHMARKS.md section 8)"),
 }
 
 MODES = ("train", "test")
@@ -281,6 +284,8 @@ def _check_flags(cfg: dict, source: str) -> None:
             raise ConfigError(f"{source}: key {key!r} must be true or false, got {cfg[key]!r}.")
     if cfg["channels_last"] not in (None, True, False):
         raise ConfigError(f"{source}: key 'channels_last' must be true, false or null, got {cfg['channels_last']!r}.")
+    if cfg["unlabeled_colour"] not in (None, True, False):
+        raise ConfigError(f"{source}: key 'unlabeled_colour' must be true, false or null, got {cfg['unlabeled_colour']!r}.")
     if cfg["pretrained_backbone"] not in (None, True, False):
         raise ConfigError(f"{source}: key 'pretrained_backbone' must be true, false or null.")
     for key in ("ignore_index", "label_threshold"):

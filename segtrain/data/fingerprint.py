@@ -68,3 +68,40 @@ def boundary_lengths(mask: np.ndarray, n_classes: int) -> np.ndarray:
         for side in (a[differ], b[differ]):
             lengths += np.bincount(side[side != IGNORE], minlength=n_classes)[:n_classes]
     return lengths
+
+
+COLOUR_SAMPLE = 20  # image/mask pairs read for colour_separability
+COLOUR_SIDE = 64  # their longer side when read: colour needs no detail
+
+
+def colour_separability(spec: DataSpec) -> float:
+    """How far the pixels' chromaticity alone tells the classes apart, from 0 (no better than
+    chance, as for grey images) to 1 (every class at its own colour): the mean recall over classes
+    of a nearest-class-mean rule on the chromaticity (r, g, b) / (r + g + b), rescaled so chance is 0. Brightness is
+    left out on purpose: this asks whether hue and saturation carry the classes (blue sky, white
+    cloud), which is what a strong view that desaturates or greys would take away."""
+    from PIL import Image
+
+    n_classes = len(spec.class_names)
+    chroma, labels = [], []
+    for pair in spread_sample(spec.train, COLOUR_SAMPLE):
+        with open_image(pair.image) as img:
+            img = img.convert("RGB")
+            img.thumbnail((COLOUR_SIDE, COLOUR_SIDE), Image.Resampling.BILINEAR)
+            rgb = np.asarray(img, dtype=np.float64).reshape(-1, 3)
+        mask = Image.fromarray(spec.decoder.decode(read_mask(pair.label), pair.label))
+        mask = np.asarray(mask.resize(img.size, Image.Resampling.NEAREST)).ravel()
+        keep = mask != IGNORE
+        # +1: black is grey too; rounded: grey pixels of any brightness share one exact value, so
+        # float rounding cannot turn brightness into a spurious colour difference
+        chroma.append(np.round((rgb[keep] + 1) / (rgb[keep].sum(1, keepdims=True) + 3), 4))
+        labels.append(mask[keep])
+    chroma, labels = np.concatenate(chroma), np.concatenate(labels).astype(np.int64)
+    present = [c for c in range(n_classes) if (labels == c).any()]
+    if len(present) < 2:
+        return 0.0
+    means = np.stack([chroma[labels == c].mean(0) for c in present])
+    nearest = np.asarray(present)[((chroma[:, None, :] - means[None]) ** 2).sum(2).argmin(1)]
+    recall = np.mean([(nearest[labels == c] == c).mean() for c in present])
+    chance = 1 / len(present)
+    return float(max(0.0, (recall - chance) / (1 - chance)))

@@ -34,7 +34,7 @@ from segtrain.runtime import distributed, interrupt
 from segtrain.runtime.device import select_device
 from segtrain.runtime.workers import plan_workers
 from segtrain.training.budget import continue_plan
-from segtrain.training.consistency import Consistency
+from segtrain.training.consistency import Consistency, strong_colour
 from segtrain.training.optimization import make_optimizer, make_scaler, make_schedule
 from segtrain.training.resume import (Progress, check_compatible, checkpoint_to_resume, read_resumable, restore,
                                       resume_state)
@@ -153,6 +153,8 @@ def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: st
     if ckpt is not None:
         continue_plan(cfg, ckpt, log)
     unlabeled = find_unlabeled(root, cfg, spec.sizes["train"], log)
+    if unlabeled is not None:  # before check_compatible, which notes settings that differ from the checkpoint's
+        cfg["unlabeled_colour"], colour_why = strong_colour(cfg, spec, None if ckpt is None else ckpt.get("config"))
     # A resumed run's weights come from its checkpoint: fetch or load no others first.
     fresh = ckpt is None
     channels_last = use_channels_last(cfg["channels_last"], cfg["image_size"], device)  # image_size is fitted by now
@@ -163,7 +165,8 @@ def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: st
         check_compatible(ckpt, cfg, spec.class_names, ckpt_path, log)
     if unlabeled is not None:
         log(f"unlabeled: {len(unlabeled.paths)} images from {unlabeled.folder} (FixMatch consistency, threshold "
-            f"{cfg['unlabeled_threshold']:g}, weight {cfg['unlabeled_weight']:g}, {unlabeled.batch_size} per step)")
+            f"{cfg['unlabeled_threshold']:g}, weight {cfg['unlabeled_weight']:g}, {unlabeled.batch_size} per step; "
+            f"the strong view {colour_why})")
     workers = plan_workers(cfg, spec.sizes["train"], log, unlabeled.batch_size if unlabeled is not None else 0)
     if interrupt.requested():
         raise interrupt.Stopped("stopped before training began; nothing was written.", interrupt.requested())
@@ -177,7 +180,8 @@ def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: st
     # Seeds: the labeled images' augmentation draws from seed, the unlabeled order and weak views
     # from seed + 1, the strong views from seed + 2, so no two streams coincide.
     consistency = None if unlabeled is None else Consistency(cfg["unlabeled_threshold"], cfg["unlabeled_weight"],
-                                                             cfg["seed"] + 2, ctx.rank, cfg["loss_reduction"])
+                                                             cfg["seed"] + 2, ctx.rank, cfg["loss_reduction"],
+                                                             cfg["unlabeled_colour"])
     stepper = Stepper(model, criterion, optimizer, scheduler, scaler, device, len(spec.class_names),
                       cfg["amp"], channels_last, cfg["aux_loss"],
                       # validation and checkpoints use the plain module: eval-mode and size changes
