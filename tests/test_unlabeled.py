@@ -182,3 +182,23 @@ def test_colour_separability_tells_coloured_classes_from_grey_ones(tmp_path):
     for image in (root / "train" / "images").iterdir():
         Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(image)
     assert colour_separability(inspect_root(root, resolve({}, "test"))) < 0.1
+
+
+def test_colour_separability_reads_phone_photos_upright(tmp_path):
+    """Images stored sideways with an EXIF rotation are measured as training sees them, upright
+    under their masks; read as stored, sky pixels would be scored against cloud labels."""
+    from segtrain.config.load import resolve
+    from segtrain.data.fingerprint import colour_separability
+    from segtrain.data.folder import inspect_root
+    root = write_sky_folder(tmp_path / "sky", n_train=4, n_valid=2, size=32)
+    rng = np.random.default_rng(5)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    for image in sorted((root / "train" / "images").iterdir()):
+        picture, mask = sky_sample(rng, 48)
+        picture, mask = picture[:, :24], mask[:, :24]  # upright: 24 wide, 48 tall
+        image.unlink()
+        sideways = Image.fromarray(picture).transpose(Image.Transpose.ROTATE_90)
+        sideways.save(image.with_suffix(".jpg"), quality=100, subsampling=0, exif=exif)
+        Image.fromarray(mask * 255).save(root / "train" / "labels" / f"{image.stem}.png")
+    assert colour_separability(inspect_root(root, resolve({}, "test"))) > 0.9

@@ -282,10 +282,9 @@ def _check_flags(cfg: dict, source: str) -> None:
     for key in ("aux_loss", "augment", "amp", "compile", "sync_bn", "tensorboard"):
         if not isinstance(cfg[key], bool):
             raise ConfigError(f"{source}: key {key!r} must be true or false, got {cfg[key]!r}.")
-    if cfg["channels_last"] not in (None, True, False):
-        raise ConfigError(f"{source}: key 'channels_last' must be true, false or null, got {cfg['channels_last']!r}.")
-    if cfg["unlabeled_colour"] not in (None, True, False):
-        raise ConfigError(f"{source}: key 'unlabeled_colour' must be true, false or null, got {cfg['unlabeled_colour']!r}.")
+    for key in ("channels_last", "unlabeled_colour"):
+        if cfg[key] not in (None, True, False):
+            raise ConfigError(f"{source}: key {key!r} must be true, false or null, got {cfg[key]!r}.")
     if cfg["pretrained_backbone"] not in (None, True, False):
         raise ConfigError(f"{source}: key 'pretrained_backbone' must be true, false or null.")
     for key in ("ignore_index", "label_threshold"):

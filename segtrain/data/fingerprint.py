@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from segtrain.data.folder import DataSpec
-from segtrain.data.images import open_image, upright_size
+from segtrain.data.images import load_upright, open_image, upright_size
 from segtrain.data.labels import IGNORE, read_mask, spread_sample
 
 MASK_SAMPLE = 50
@@ -86,7 +86,7 @@ def colour_separability(spec: DataSpec) -> float:
     chroma, labels = [], []
     for pair in spread_sample(spec.train, COLOUR_SAMPLE):
         with open_image(pair.image) as img:
-            img = img.convert("RGB")
+            img = load_upright(img).convert("RGB")  # as training sees it: masks are drawn on the upright picture
             img.thumbnail((COLOUR_SIDE, COLOUR_SIDE), Image.Resampling.BILINEAR)
             rgb = np.asarray(img, dtype=np.float64).reshape(-1, 3)
         mask = Image.fromarray(spec.decoder.decode(read_mask(pair.label), pair.label))
