@@ -137,6 +137,18 @@ def test_a_thin_class_that_is_rare_changes_nothing(tmp_path):
     assert cfg["model"] == "lraspp_mobilenet_v3_large" and cfg["image_size"] == [160, 160] and "grown" not in said
 
 
+def test_a_small_thin_class_grows_the_input_only_with_a_long_time_budget(tmp_path):
+    root = grid_root(tmp_path / "data", 400, 60)  # lines of 3.5% of the pixels, 1 px wide: 0.4 px at 160 px
+    for budget in ({}, {"time_budget": "5m"}, {"time_budget": 599}):  # no budget, or under 10 minutes: kept
+        cfg, said = fitted(root, budget)
+        assert cfg["image_size"] == [160, 160] and "grown" not in said
+    cfg, said = fitted(root, {"time_budget": "30m"})
+    assert cfg["model"] == "lraspp_mobilenet_v3_large" and cfg["image_size"] == [288, 288]  # 1.75 x 160, to 16s
+    assert "grown from 160 for class 'membrane': 3.5% of the pixels, 1.1 px wide in the masks, with time_budget 30m" in said
+    assert fitted(root, {"time_budget": "30m"}, "cuda")[0]["image_size"] == [320, 320]  # the GPU's input: unchanged
+    assert fitted(root, {"time_budget": "30m", "image_size": 200})[0]["image_size"] == [200, 200]  # the config's wins
+
+
 def test_a_class_wide_enough_at_the_configs_input_keeps_lraspp(tmp_path):
     root = grid_root(tmp_path / "data", 400, 24)
     lines = np.asarray(Image.open(root / "train" / "labels" / "0.png")) == 0

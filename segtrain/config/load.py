@@ -40,7 +40,8 @@ KEYS: dict[str, tuple[Any, str]] = {
                      "unet with resnet18 for a thin class of at least 5% of the pixels)"),
     "image_size": (None, "training input size: int (square) or [H, W]; null = native size; "
                    "absent = fitted to the folder (no lr in the config: about 160x160 with the images' aspect, larger "
-                   "for a thin class), native for the original recipe"),
+                   "for a thin class, or on the CPU for small objects with a time_budget of 10 minutes or more), "
+                   "native for the original recipe"),
     "aux_loss": (False, "train with the auxiliary head (weight 0.5)"),
     "loss_reduction": (None, "'sum' over pixels (original) or 'mean'; absent = by lr"),
     "lr_schedule": (None, "'poly' or 'constant'; absent = constant for the original recipe, else poly"),

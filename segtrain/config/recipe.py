@@ -57,6 +57,20 @@ THIN_CLASS_SHARE = 0.05
 THIN_WIDTH = 4.0
 THIN_MAX_GROWTH = 2.0
 THIN_MODEL = ("unet", "resnet18")
+# A class of small objects (at least SMALL_CLASS_SHARE of the pixels: CamVid's poles, signs and
+# pedestrians hold 0.7-1.1%) under SMALL_WIDTH pixels wide at the CPU's input keeps LR-ASPP, but a
+# run with a time budget of at least LONG_BUDGET_S seconds gets a larger input, the side grown until
+# the class is SMALL_WIDTH wide, up to SMALL_MAX_GROWTH x. The larger input costs iterations, which
+# a short run cannot spare and a long one can: on CamVid (2 CPU cores, from scratch) 240x320 against
+# the fitted 144x192 scored 0.446 against 0.453 after 3 minutes, 0.501 against 0.493 after 6, and
+# 0.601 against 0.551 after 30, with the valid loss no longer climbing (BENCHMARKS.md section 3).
+# A run without a time budget keeps its input: there the larger input would triple its duration.
+# Only small objects gain: swimseg's sky and cloud, 140-170 px wide, scored 0.843 at 256x256 after
+# 30 minutes against 0.849 at 160x160.
+SMALL_CLASS_SHARE = 0.005
+SMALL_WIDTH = 3.0
+SMALL_MAX_GROWTH = 1.75
+LONG_BUDGET_S = 10 * 60
 RECIPE_MODELS = (DEFAULT_MODEL, THIN_MODEL[0])  # what a run with the model left open may have chosen
 # Below this share of the labelled pixels a class gets too little of a plain cross-entropy's
 # attention: Dice weighs each present class alike, median-frequency weights do so for cross-entropy.
@@ -86,16 +100,17 @@ def fitted_size(median_size: tuple[int, int], aspect: float, side: int) -> list[
     return [max(SIZE_MULTIPLE, round(length * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE) for length in (height, width)]
 
 
-def thin_class_side(fp, side: int) -> tuple[int, int | None]:
-    """(input side, the thin class that set it, or None): side, grown for the thinnest class that
-    holds at least THIN_CLASS_SHARE of the pixels and is under THIN_WIDTH pixels wide at that side."""
+def grown_side(fp, side: int, min_share: float, width: float, max_growth: float) -> tuple[int, int | None]:
+    """(input side, the class that set it, or None): side, grown for the thinnest class that holds
+    at least min_share of the pixels and is under `width` pixels wide at that side until it is that
+    wide, to at most max_growth x side."""
     scale = min(1.0, side / min(fp.median_size))  # how the masks shrink to the input, about
-    large = [c for c, share in enumerate(fp.class_share) if share >= THIN_CLASS_SHARE and fp.class_width[c] > 0]
-    thinnest = min(large, key=lambda c: fp.class_width[c], default=None)
-    if thinnest is None or fp.class_width[thinnest] * scale >= THIN_WIDTH:
+    candidates = [c for c, share in enumerate(fp.class_share) if share >= min_share and fp.class_width[c] > 0]
+    thinnest = min(candidates, key=lambda c: fp.class_width[c], default=None)
+    if thinnest is None or fp.class_width[thinnest] * scale >= width:
         return side, None
-    wanted = side * THIN_WIDTH / (fp.class_width[thinnest] * scale)
-    return round(min(wanted, side * THIN_MAX_GROWTH)), thinnest
+    wanted = side * width / (fp.class_width[thinnest] * scale)
+    return round(min(wanted, side * max_growth)), thinnest
 
 
 def gpu_workers() -> int:
@@ -116,6 +131,7 @@ def fit_recipe(cfg: dict, spec, device_type: str, saved: dict | None = None, log
         cfg.update({key: saved[key] for key in keys if key in saved})
         return
     from segtrain.data.fingerprint import fingerprint
+    from segtrain.training.budget import budget_seconds, describe_budget
 
     fp = fingerprint(spec)
     device = "cuda" if device_type == "cuda" else "cpu"
@@ -123,8 +139,11 @@ def fit_recipe(cfg: dict, spec, device_type: str, saved: dict | None = None, log
     rare = rarest is not None and fp.class_share[rarest] < RARE_CLASS_SHARE
     # A thin class is judged at the input the run will have: the config's own image_size when it sets one.
     given = None if "image_size" in keys else (min(cfg["image_size"]) if cfg["image_size"] else min(fp.median_size))
-    side, thin = thin_class_side(fp, given or INPUT_SIDE[device])
+    side, thin = grown_side(fp, given or INPUT_SIDE[device], THIN_CLASS_SHARE, THIN_WIDTH, THIN_MAX_GROWTH)
     model, encoder = THIN_MODEL if thin is not None else (DEFAULT_MODEL, None)
+    budget_s, small = budget_seconds(cfg["time_budget"]), None
+    if thin is None and given is None and device == "cpu" and budget_s is not None and budget_s >= LONG_BUDGET_S:
+        side, small = grown_side(fp, side, SMALL_CLASS_SHARE, SMALL_WIDTH, SMALL_MAX_GROWTH)
     chosen = {"model": model, "encoder": encoder, "output_dir": model,
               "image_size": fitted_size(fp.median_size, fp.aspect, side),
               "batch_size": min(BATCH[device], fp.n_train),
@@ -134,9 +153,11 @@ def fit_recipe(cfg: dict, spec, device_type: str, saved: dict | None = None, log
               "n_workers": gpu_workers() if device == "cuda" else CPU_WORKERS}
     cfg.update({key: chosen[key] for key in keys})
 
-    grown = (f", grown from {INPUT_SIDE[device]} for class {spec.class_names[thin]!r}: "
-             f"{fp.class_share[thin]:.0%} of the pixels, {fp.class_width[thin]:.1f} px wide in the masks"
-             if thin is not None else "")
+    grower = thin if thin is not None else small
+    grown = (f", grown from {INPUT_SIDE[device]} for class {spec.class_names[grower]!r}: "
+             f"{fp.class_share[grower]:.1%} of the pixels, {fp.class_width[grower]:.1f} px wide in the masks"
+             + (f", with time_budget {describe_budget(budget_s)}" if small is not None else "")
+             if grower is not None else "")
     why = {
         "model": f"model {model} with encoder {encoder} (its decoder draws at the input's resolution)"
                  if thin is not None else "",
