@@ -84,5 +84,7 @@ def report(title: str, text: str, raw: dict, out: Path | None) -> None:
     print(block, flush=True)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".md").write_text(block)
-        out.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str))
+        # Appended, not with_suffix: a name such as "...-1.5min-r2" would lose everything after its dot.
+        base = out.with_suffix("") if out.suffix in (".md", ".json") else out
+        base.parent.joinpath(base.name + ".md").write_text(block)
+        base.parent.joinpath(base.name + ".json").write_text(json.dumps(raw, indent=1, default=str))

@@ -30,11 +30,12 @@ def test_overhead_benchmark_smoke_run_prints_its_table(tmp_path):
 
 def test_gpu_benchmark_code_paths_run_on_the_cpu(tmp_path):
     """AMP, channels_last and pinned-memory paths of training, tiny, on the CPU."""
-    result = run_bench("gpu.py", "--smoke", "--device", "cpu", "--out", tmp_path / "gpu")
+    result = run_bench("gpu.py", "--smoke", "--device", "cpu", "--out", tmp_path / "gpu-0.5min")  # a dot in the name
     assert result.returncode == 0, result.stderr
     for variant in ("| fp32 |", "| AMP bf16 |", "| AMP bf16 + channels_last |"):
         assert variant in result.stdout
-    raw = json.loads((tmp_path / "gpu.json").read_text())
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["gpu-0.5min.json", "gpu-0.5min.md"]
+    raw = json.loads((tmp_path / "gpu-0.5min.json").read_text())
     assert raw["flops_per_step"] > 0
 
 
