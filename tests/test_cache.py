@@ -1,6 +1,8 @@
 import csv
 
 import numpy as np
+import torch
+from torchvision import tv_tensors
 import pytest
 
 from conftest import tiny_config
@@ -63,3 +65,21 @@ def test_cached_data_without_augmentation_loads_in_the_main_process_on_the_cpu(t
     train(root, cfg, log=lines.append)
     assert any("loading in this process instead of 2 worker(s)" in line for line in lines)
     assert any(line.startswith("cache: 10/10 images") for line in lines)
+
+
+def test_a_training_batch_holds_each_sample_converted_as_evaluation_converts_it(tmp_path):
+    """Samples stay uint8 until the batch is converted at once (collate_train); the values must be
+    the ones the per-sample float transform of validation and predict gives, bit for bit."""
+    from torchvision.transforms import v2
+
+    from segtrain.data.transforms import _to_float, collate_train
+
+    root = write_sky_folder(tmp_path / "d", n_train=3, n_valid=1, size=32)
+    data = _dataset(root)
+    samples = [data[(0, i)] for i in range(3)]
+    assert {s[0].dtype for s in samples} == {torch.uint8} and {s[1].dtype for s in samples} == {torch.uint8}
+    images, masks = collate_train(samples)
+    per_sample = torch.stack([v2.Compose(_to_float())(tv_tensors.Image(s[0])).as_subclass(torch.Tensor)
+                              for s in samples])
+    assert images.dtype == torch.float32 and torch.equal(images, per_sample)
+    assert masks.dtype == torch.int64 and torch.equal(masks, torch.stack([s[1] for s in samples]).long())

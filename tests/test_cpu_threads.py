@@ -29,18 +29,27 @@ def test_a_value_the_user_set_wins():
 
 
 def test_a_burst_or_a_job_that_just_ended_is_not_busy(monkeypatch):
-    """The choice lasts the run: both the 0.1 s sample and the 1-minute load average must say busy."""
+    """The choice lasts the run: the quietest window of the sample and the 1-minute load average
+    must both say busy."""
     from segtrain.runtime import cpu_threads
 
-    def readings(now_busy: float, load: float):
-        ticks = iter([(0, 0), (int(now_busy * 100), 100 * (os.cpu_count() or 1))])
+    cpus = os.cpu_count() or 1
+
+    def readings(busy_per_window: list[float], load: float):
+        ticks, busy = [(0, 0)], 0
+        for cores in busy_per_window:  # 100 jiffies per CPU per window
+            busy += int(cores * 100)
+            ticks.append((busy, 100 * cpus * len(ticks)))
+        ticks = iter(ticks)
         monkeypatch.setattr(cpu_threads, "_cpu_times", lambda: next(ticks))
         monkeypatch.setattr(cpu_threads, "_load_average", lambda: load)
-        return cpu_threads.busy_cores(seconds=0)
+        return cpu_threads.busy_cores(seconds=0, windows=len(busy_per_window))
 
-    assert readings(now_busy=1.0, load=0.1) < cpu_threads.BUSY_THRESHOLD  # a burst
-    assert readings(now_busy=0.0, load=1.5) < cpu_threads.BUSY_THRESHOLD  # a job that just ended
-    assert readings(now_busy=1.0, load=1.2) >= cpu_threads.BUSY_THRESHOLD  # a competitor that stays
+    assert readings([1.0, 1.0, 1.0], load=0.1) < cpu_threads.BUSY_THRESHOLD  # a burst the load average missed
+    assert readings([0.0, 0.0, 0.0], load=1.5) < cpu_threads.BUSY_THRESHOLD  # a job that just ended
+    # ... and, just after it, a short process starting in the sample's first windows
+    assert readings([1.0, 0.6, 0.0], load=1.5) < cpu_threads.BUSY_THRESHOLD
+    assert readings([1.0, 0.9, 1.1], load=1.2) >= cpu_threads.BUSY_THRESHOLD  # a competitor that stays
 
 
 def test_the_import_applies_its_choice_before_torch_loads():

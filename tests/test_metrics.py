@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from segtrain.evaluation.metrics import confusion_matrix, scores
+from segtrain.evaluation.metrics import confusion_matrix, row_scores, scores
 
 
 def test_confusion_matrix_counts_truth_rows_prediction_columns_and_skips_ignored():
@@ -40,6 +40,26 @@ def test_class_predicted_but_absent_from_truth_has_iou_zero_and_nan_recall():
 def test_empty_matrix_gives_nan_not_an_exception():
     s = scores(torch.zeros(2, 2, dtype=torch.long))
     assert math.isnan(s["acc"]) and math.isnan(s["mean_iu"])
+    assert all(math.isnan(v) for v in row_scores(torch.zeros(2, 2, dtype=torch.long)).values())
+
+
+def test_training_row_scores_are_the_hand_computed_values_and_agree_with_scores():
+    hist = torch.tensor([[3, 1, 0], [2, 4, 0], [0, 0, 0]])
+    row = row_scores(hist)
+    iou0, iou1 = 3 / (4 + 5 - 3), 4 / (6 + 5 - 4)
+    assert row["acc"] == 7 / 10
+    assert math.isclose(row["acc_cls"], (3 / 4 + 4 / 6) / 2)
+    assert math.isclose(row["mean_iu"], (iou0 + iou1) / 2)
+    assert math.isclose(row["fwavacc"], 0.4 * iou0 + 0.6 * iou1)
+    # absent classes, a class predicted but never true, and many classes, against scores()
+    g = torch.Generator().manual_seed(0)
+    for n in (2, 3, 8, 12, 19):
+        for _ in range(20):
+            hist = torch.randint(0, 50, (n, n), generator=g) * (torch.rand(n, n, generator=g) < 0.6)
+            hist[n - 1] = 0  # the last class never in the truth
+            want, got = scores(hist), row_scores(hist)
+            for key in ("acc", "acc_cls", "mean_iu", "fwavacc"):
+                assert got[key] == pytest.approx(want[key], rel=1e-12, nan_ok=True), (key, hist)
 
 
 def test_class_map_equals_argmax_including_ties():

@@ -238,7 +238,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         image_t = tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))
         mask_t = tv_tensors.Mask(torch.from_numpy(mask))
         image_t, mask_t = augment(self.transform, self.seed, epoch, index, image_t, mask_t)
-        return image_t.as_subclass(torch.Tensor), mask_t.as_subclass(torch.Tensor).long()
+        return image_t.as_subclass(torch.Tensor), mask_t.as_subclass(torch.Tensor)  # uint8: see collate_train
 
     def image_path(self, index: int) -> Path:
         return self.pairs[index].image

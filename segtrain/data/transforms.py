@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
 
 # ImageNet statistics: the backbones' pretrained weights expect them, and they are stored in
 # checkpoints and exported models so every consumer normalises the same way.
@@ -17,8 +18,28 @@ def _to_float():
     return [v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True), v2.Normalize(MEAN, STD)]
 
 
+def to_model_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB (..., 3, H, W) -> the normalised float input, by the same kernels as _to_float."""
+    return F.normalize(F.to_dtype(images, torch.float32, scale=True), MEAN, STD)
+
+
+def collate_train(samples: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training samples (uint8 image, uint8 mask) -> (normalised float batch, int64 masks).
+
+    The conversion runs once on the stacked batch instead of per sample: in the loader's workers
+    when there are some, and a few small ops fewer between steps when the main process loads
+    (bench/overhead.py). The values are the same: both kernels work pixel by pixel."""
+    images, masks = zip(*samples)
+    return to_model_input(torch.stack(images)), torch.stack(masks).long()
+
+
+def collate_unlabeled(images: list[torch.Tensor]) -> torch.Tensor:
+    return to_model_input(torch.stack(images))
+
+
 def train_transform(image_size: list[int] | None, augment: bool, jitter: bool = True) -> v2.Compose:
-    """jitter=False: the geometric part only (FixMatch's weak view of an unlabeled image)."""
+    """The per-sample part of training (uint8 in, uint8 out; collate_train converts the batch).
+    jitter=False: the geometric part only (FixMatch's weak view of an unlabeled image)."""
     steps: list = []
     if image_size is not None:
         if augment:
@@ -33,7 +54,7 @@ def train_transform(image_size: list[int] | None, augment: bool, jitter: bool = 
         ]
         if jitter:
             steps.append(v2.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.02))
-    return v2.Compose(steps + _to_float())
+    return v2.Compose(steps) if steps else v2.Identity()  # native size, no augmentation
 
 
 def eval_transform(image_size: list[int] | None) -> v2.Compose:

@@ -70,3 +70,29 @@ def scores(hist: torch.Tensor) -> dict:
         "f1": [float(v) for v in f1],
         "pixels": [int(v) for v in truth],
     }
+
+
+def row_scores(hist: torch.Tensor) -> dict:
+    """scores()'s acc, acc_cls, mean_iu and fwavacc alone: log.csv's training columns, every step.
+
+    Plain Python on the matrix's few cells: a dozen NumPy calls measured 0.27 ms between two
+    training steps (caches cold after the step), a fixed cost the bare loop does not pay."""
+    h = hist.tolist()
+    n = len(h)
+    diag = [h[i][i] for i in range(n)]
+    truth = [sum(row) for row in h]
+    predicted = [sum(h[i][j] for i in range(n)) for j in range(n)]
+    total = sum(truth)
+    if total == 0:
+        return {"acc": math.nan, "acc_cls": math.nan, "mean_iu": math.nan, "fwavacc": math.nan}
+    recall = [d / t for d, t in zip(diag, truth) if t > 0]
+    union = [t + p - d for d, t, p in zip(diag, truth, predicted)]
+    iou = [d / u if u > 0 else math.nan for d, u in zip(diag, union)]
+    seen = [v for v in iou if not math.isnan(v)]
+    return {
+        "acc": sum(diag) / total,
+        "acc_cls": sum(recall) / len(recall),
+        "mean_iu": sum(seen) / len(seen) if seen else math.nan,
+        "fwavacc": sum(t / total * v for t, v in zip(truth, iou) if t > 0),
+    }
+

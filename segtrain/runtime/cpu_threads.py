@@ -4,7 +4,7 @@ PyTorch's OpenMP threads spin for a while at the end of every parallel op before
 idle cores that is the fastest choice (bench/threads.py: sleeping at once, OMP_WAIT_POLICY=PASSIVE,
 made a training step 1.25-1.4x slower on an idle 2-core machine). Beside another busy process the
 same spinning takes the core from the very thread it waits for: 1.5-2x slower than PASSIVE there.
-So segtrain looks at the cores for a tenth of a second and at the 1-minute load average when it
+So segtrain looks at the cores for 0.15 s (the quietest of three windows) and at the 1-minute load average when it
 is imported: idle cores keep PyTorch's own defaults; busy ones get threads that sleep while they
 wait. The thread count stays PyTorch's (one per core) either way, although one thread per free
 core measured faster beside a busy process for LR-ASPP: the count changes the order of float
@@ -23,7 +23,13 @@ import time
 from dataclasses import dataclass
 
 WAIT_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-SAMPLE_SECONDS = 0.1
+SAMPLE_SECONDS = 0.15
+# The sample is cut into windows and the quietest one counts: a process that competes for the whole
+# run is busy in every window, while a short one (a shell prompt's `git status`, another Python
+# starting) is busy in one or two. With a single 0.1 s window, such a 40 ms start beside a machine
+# whose load average had not yet fallen after an earlier run chose PASSIVE, 1.3-2.4x slower for
+# the whole run (2026-11-26, 4 of 4 tries).
+SAMPLE_WINDOWS = 3
 # Another process using half a core or more on average counts as busy: below that, a spinning
 # thread that loses its core now and then still costs less than sleeping at every op.
 BUSY_THRESHOLD = 0.5
@@ -54,21 +60,27 @@ def _cpu_times() -> tuple[int, int] | None:
     return total - idle, total
 
 
-def busy_cores(seconds: float = SAMPLE_SECONDS) -> float | None:
+def busy_cores(seconds: float = SAMPLE_SECONDS, windows: int = SAMPLE_WINDOWS) -> float | None:
     """Cores other processes keep busy, now and over the last minute: the smaller of the two.
 
     The choice lasts the whole run, so a burst (an editor saving, a git command that just ran)
-    must not set it, and neither must a job that has just ended: both readings must say busy.
-    (A `segtrain` started beside `duplicates` ran 2.4x slower until this took the minimum.)"""
+    must not set it, and neither must a job that has just ended: both readings must say busy, and
+    "now" is the quietest of `windows` consecutive windows. (A `segtrain` started beside
+    `duplicates` ran 2.4x slower until this took the minimum.)"""
     load = _load_average()
-    first = _cpu_times()
-    if first is None:
+    readings = [_cpu_times()]
+    for _ in range(windows):
+        if readings[-1] is None:
+            return load
+        time.sleep(seconds / windows)  # this process sleeps while it looks
+        readings.append(_cpu_times())
+    if readings[-1] is None:
         return load
-    time.sleep(seconds)  # this process sleeps while it looks
-    second = _cpu_times()
-    if second is None or second[1] <= first[1]:
+    busy = [(b[0] - a[0]) / (b[1] - a[1]) * (os.cpu_count() or 1)
+            for a, b in zip(readings, readings[1:]) if b[1] > a[1]]
+    if not busy:
         return load
-    now = (second[0] - first[0]) / (second[1] - first[1]) * (os.cpu_count() or 1)
+    now = min(busy)
     return now if load is None else min(now, load)
 
 

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 from segtrain.data.cache import fill_cache
 from segtrain.data.folder import DataSpec, SegmentationDataset
 from segtrain.data.sampling import EpochBatchSampler, sample_position
-from segtrain.data.transforms import train_transform
+from segtrain.data.transforms import collate_train, collate_unlabeled, train_transform
 from segtrain.data.unlabeled import Unlabeled, UnlabeledDataset
 from segtrain.evaluation.validation import make_eval_loader
 from segtrain.runtime import distributed, interrupt
@@ -45,8 +45,8 @@ def make_loaders(spec: DataSpec, cfg: dict, device: torch.device, workers: int, 
     sampler = EpochBatchSampler(len(train_set), cfg["batch_size"], cfg["seed"], start_epoch, start_batch,
                                 ctx.rank, ctx.world_size)
     pin = device.type == "cuda"
-    train_loader = DataLoader(train_set, batch_sampler=sampler, num_workers=workers, pin_memory=pin,
-                              persistent_workers=workers > 0, worker_init_fn=interrupt.ignore_in_worker)
+    train_loader = DataLoader(train_set, batch_sampler=sampler, num_workers=workers, collate_fn=collate_train,
+                              pin_memory=pin, persistent_workers=workers > 0, worker_init_fn=interrupt.ignore_in_worker)
     unlabeled_loader = None
     if unlabeled_set is not None:
         # Its own order (seed + 1), positioned from the iteration like the training sampler.
@@ -54,6 +54,6 @@ def make_loaders(spec: DataSpec, cfg: dict, device: torch.device, workers: int, 
         unlabeled_sampler = EpochBatchSampler(len(unlabeled_set), unlabeled.batch_size, cfg["seed"] + 1, *position,
                                               ctx.rank, ctx.world_size)
         unlabeled_loader = DataLoader(unlabeled_set, batch_sampler=unlabeled_sampler, num_workers=workers,
-                                      pin_memory=pin, persistent_workers=workers > 0,
+                                      collate_fn=collate_unlabeled, pin_memory=pin, persistent_workers=workers > 0,
                                       worker_init_fn=interrupt.ignore_in_worker)
     return train_loader, sampler, valid_loader, unlabeled_loader

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from segtrain.data.folder import too_large_to_train
 from segtrain.data.sampling import sample_position
-from segtrain.evaluation.metrics import scores
+from segtrain.evaluation.metrics import row_scores
 from segtrain.evaluation.validation import validate
 from segtrain.outputs.checkpoints import BEST_NAME, CHECKPOINT_NAME
 from segtrain.outputs.run_outputs import NoOutputs, RunOutputs
@@ -72,7 +72,7 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
             progress.epoch = progress.iteration // sampler.batches_per_epoch
             loss, hist = run.stepper.global_step(images, masks, progress.iteration, run.ctx,
                                                  next(unlabeled) if unlabeled is not None else None)
-            outputs.train_row(progress.iteration, progress.epoch, {**scores(hist), "loss": loss}, run.stepper.lr,
+            outputs.train_row(progress.iteration, progress.epoch, {**row_scores(hist), "loss": loss}, run.stepper.lr,
                               run.elapsed())
             if unlabeled is not None:
                 outputs.unlabeled_step(progress.iteration, *run.stepper.consistency.stats())
