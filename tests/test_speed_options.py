@@ -45,3 +45,22 @@ def test_a_compiled_run_learns_what_an_eager_one_learns(tmp_path, monkeypatch):
             # Float sums in another order drift ~5e-4 in 3 SGD steps; a compiled step that lost its
             # gradients would leave the weights where they started, lr * grad (~1e-2) away.
             torch.testing.assert_close(compiled[key], tensor, rtol=1e-2, atol=3e-3, msg=key)
+
+
+def test_new_runs_use_fused_optimizer_kernels_and_a_resumed_run_keeps_its_checkpoints(tmp_path):
+    """Fused kernels round differently from PyTorch's per-parameter loop: a run that began without
+    them (a checkpoint of an earlier version) must continue without them to continue exactly."""
+    from segtrain.cli import main as cli
+
+    root = tmp_path / "d"
+    write_sky_folder(root, n_train=8, n_valid=2, size=32, config=tiny_config(max_iteration=4, interval_validate=2))
+    assert cli(["train", str(root), "--stop-after", "2"]) == 0
+    path = root / "MODEL-tiny" / "checkpoint.pth.tar"
+    ckpt = torch.load(path, weights_only=True)
+    assert all(group["fused"] for group in ckpt["optim_state_dict"]["param_groups"])
+    for group in ckpt["optim_state_dict"]["param_groups"]:  # as an earlier segtrain saved it
+        group["fused"] = None
+    torch.save(ckpt, path)
+    assert cli(["train", str(root), "--resume", "--stop-after", "1"]) == 0
+    resumed = torch.load(path, weights_only=True)["optim_state_dict"]["param_groups"]
+    assert resumed[0]["fused"] is None
