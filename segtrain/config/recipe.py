@@ -63,7 +63,7 @@ THIN_MODEL = ("unet", "resnet18")
 # the class is SMALL_WIDTH wide, up to SMALL_MAX_GROWTH x. The larger input costs iterations, which
 # a short run cannot spare and a long one can: on CamVid (2 CPU cores, from scratch) 240x320 against
 # the fitted 144x192 scored 0.446 against 0.453 after 3 minutes, 0.501 against 0.493 after 6, and
-# 0.601 (0.574 in a second run) against 0.551 after 30, with the valid loss no longer climbing
+# 0.601 (0.574 and 0.584 in two more runs) against 0.551 after 30, with the valid loss no longer climbing
 # (BENCHMARKS.md section 3).
 # A run without a time budget keeps its input: there the larger input would triple its duration.
 # Only small objects gain: swimseg's sky and cloud, 140-170 px wide, scored 0.843 at 256x256 after
