@@ -33,37 +33,23 @@ def confusion_matrix(truth: torch.Tensor, pred: torch.Tensor, n_classes: int) ->
 
 
 def scores(hist: torch.Tensor) -> dict:
-    """acc, acc_cls, mean_iu, fwavacc and per-class lists, as plain Python floats.
+    """row_scores() (acc, acc_cls, mean_iu, fwavacc) and per-class lists, as plain Python floats.
 
     A class absent from the truth has NaN recall (skipped by acc_cls); its IoU is NaN only when it
     is absent from the prediction too (skipped by mean_iu), else 0.
     """
-    # NumPy, not torch: a few dozen ops on a C x C matrix, every training iteration. Each small
-    # torch op on the CPU pays dispatch and may wake the OpenMP pool (segtrain sets a passive wait
-    # policy); NumPy's take microseconds (BENCHMARKS.md, section 1).
     h = hist.detach().cpu().numpy().astype(np.float64)
     diag = np.diag(h)
     truth = h.sum(1)
     predicted = h.sum(0)
-    total = h.sum()
     with np.errstate(divide="ignore", invalid="ignore"):
         recall = np.where(truth > 0, diag / np.maximum(truth, 1), np.nan)
         union = truth + predicted - diag
         iou = np.where(union > 0, diag / np.maximum(union, 1), np.nan)
         precision = np.where(predicted > 0, diag / np.maximum(predicted, 1), np.nan)
         f1 = np.where(truth + predicted > 0, 2 * diag / np.maximum(truth + predicted, 1), np.nan)
-    freq = truth / total if total > 0 else np.zeros_like(truth)
-    present = truth > 0
-
-    def nanmean(x: np.ndarray) -> float:
-        x = x[~np.isnan(x)]
-        return float(x.mean()) if len(x) else math.nan
-
     return {
-        "acc": float(diag.sum() / total) if total > 0 else math.nan,
-        "acc_cls": nanmean(recall),
-        "mean_iu": nanmean(iou),
-        "fwavacc": float((freq[present] * iou[present]).sum()) if total > 0 else math.nan,
+        **row_scores(hist),
         "iu": [float(v) for v in iou],
         "recall": [float(v) for v in recall],
         "precision": [float(v) for v in precision],
@@ -73,7 +59,7 @@ def scores(hist: torch.Tensor) -> dict:
 
 
 def row_scores(hist: torch.Tensor) -> dict:
-    """scores()'s acc, acc_cls, mean_iu and fwavacc alone: log.csv's training columns, every step.
+    """acc, acc_cls, mean_iu and fwavacc: log.csv's columns, every training step and each validation.
 
     Plain Python on the matrix's few cells: a dozen NumPy calls measured 0.27 ms between two
     training steps (caches cold after the step), a fixed cost the bare loop does not pay."""
@@ -95,4 +81,3 @@ def row_scores(hist: torch.Tensor) -> dict:
         "mean_iu": sum(seen) / len(seen) if seen else math.nan,
         "fwavacc": sum(t / total * v for t, v in zip(truth, iou) if t > 0),
     }
-

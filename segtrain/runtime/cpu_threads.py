@@ -68,14 +68,14 @@ def busy_cores(seconds: float = SAMPLE_SECONDS, windows: int = SAMPLE_WINDOWS) -
     "now" is the quietest of `windows` consecutive windows. (A `segtrain` started beside
     `duplicates` ran 2.4x slower until this took the minimum.)"""
     load = _load_average()
-    readings = [_cpu_times()]
-    for _ in range(windows):
-        if readings[-1] is None:
+    readings = []
+    for i in range(windows + 1):
+        if i:
+            time.sleep(seconds / windows)  # this process sleeps while it looks
+        reading = _cpu_times()
+        if reading is None:
             return load
-        time.sleep(seconds / windows)  # this process sleeps while it looks
-        readings.append(_cpu_times())
-    if readings[-1] is None:
-        return load
+        readings.append(reading)
     busy = [(b[0] - a[0]) / (b[1] - a[1]) * (os.cpu_count() or 1)
             for a, b in zip(readings, readings[1:]) if b[1] > a[1]]
     if not busy:
