@@ -83,6 +83,21 @@ def test_batching_does_not_change_masks(trained_root, tmp_path):
         assert np.array_equal(np.asarray(Image.open(tmp_path / "b1" / name)), np.asarray(Image.open(tmp_path / "b3" / name)))
 
 
+def test_read_only_arrays_predict_as_writable_ones_without_a_warning(trained_root):
+    """np.asarray of a PIL image is read-only; torch warns when it shares one, so it is copied first."""
+    import warnings
+
+    from segtrain.use.trained import TorchPredictor, load_trained
+
+    predictor = TorchPredictor(load_trained(trained_root / CKPT, "cpu"))
+    image = np.asarray(Image.fromarray(sky_sample(np.random.default_rng(5), 40)[0]))
+    assert not image.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = predictor.masks([image])[0]
+    assert np.array_equal(got, predictor.masks([image.copy()])[0])
+
+
 def test_refuses_to_overwrite_input_images(trained_root, tmp_path):
     folder = mixed_folder(tmp_path / "in")
     before = (folder / "img0.png").read_bytes()

@@ -200,6 +200,8 @@ def check_batchable(spec: DataSpec, image_size: list[int] | None, batch_size: in
 
 def eval_input(image: np.ndarray, transform) -> torch.Tensor:
     """An HxWx3 uint8 image as the model's (3, h, w) input; validation, evaluate and predict share it."""
+    # A read-only array (np.asarray of a PIL image, a memory map) is copied: torch warns on sharing one.
+    image = np.require(image, requirements="W")
     return transform(tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))).as_subclass(torch.Tensor)
 
 
