@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 import warnings
 
 import numpy as np
@@ -156,6 +157,31 @@ def test_int8_export_prints_iou_before_and_after_and_is_scored_by_evaluate(train
     assert any(node.op_type == "DequantizeLinear" for node in onnx.load(str(tmp_path / "m.onnx")).graph.node)
     after = float(line.split("int8 ")[1].split()[0])
     assert evaluate(trained_root, tmp_path / "m.onnx", log=lambda *a: None)["mean_iu"] == pytest.approx(after, abs=1e-4)
+    timing = next(line for line in result.stdout.splitlines() if " ms an image against " in line)
+    ms_int8, ms_fp32 = float(timing.split()[1]), float(timing.split(" against ")[1].split()[0])
+    speed = float(timing.split("CPU (")[1].split("x the speed")[0])
+    assert speed == pytest.approx(ms_fp32 / ms_int8, abs=0.01 + 0.06 * speed)  # the printed ms are rounded
+    assert ("the INT8 file is slower than the fp32 one" in result.stdout) == (speed < 1)
+
+
+def test_int8_timing_alternates_and_takes_each_files_median():
+    """per_image_ms on two stand-in files of known cost: 2 ms and 8 ms a run."""
+    from segtrain.use.quantize import per_image_ms
+
+    class Sleeper:
+        def __init__(self, seconds):
+            self.calls = 0
+            self.seconds = seconds
+
+        def run(self, batch):
+            assert batch.shape == (1, 3, 8, 8)
+            self.calls += 1
+            time.sleep(self.seconds)
+
+    fast, slow = Sleeper(0.002), Sleeper(0.008)
+    ms_fast, ms_slow = per_image_ms(fast, slow, np.zeros((3, 8, 8), np.float32))
+    assert 2 <= ms_fast < 6 <= 8 <= ms_slow < 14
+    assert fast.calls == slow.calls >= 4  # a warm-up each, then at least three alternating rounds
 
 
 def test_int8_refused_when_iou_drops_more_than_allowed(trained_root, tmp_path):
