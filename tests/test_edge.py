@@ -91,7 +91,7 @@ def cv2_resize(image: np.ndarray, size) -> np.ndarray:
         import cv2
         return cv2.resize(image, size)
     except ImportError:
-        return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+        return np.array(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))  # writable, as cv2's
 
 
 def test_the_cloud_cover_plugins_exact_lines_run_the_raw_torchscript_file(trained_root, tmp_path):
