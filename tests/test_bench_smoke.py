@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -48,3 +51,26 @@ def test_gpu_benchmark_without_a_gpu_says_so():
         return
     result = run_bench("gpu.py", "--quick")
     assert result.returncode != 0 and "no CUDA GPU visible" in result.stderr
+
+
+def test_worst_images_benchmark_drops_the_most_disagreeing_images(trained_root, tmp_path, monkeypatch):
+    """Its mean IoU of all images equals segtrain evaluate's; each row leaves out the images the
+    model disagrees with most, recomputed here from per-image matrices."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    from worst_images import per_image_confusion, without_worst
+    from segtrain.use.evaluate import evaluate
+
+    ckpt = trained_root / "MODEL-tiny" / "model_best.pth.tar"
+    rows = per_image_confusion(ckpt, trained_root, "valid")
+    table = without_worst(rows, drops=(1, 2))
+    assert table[0][1] == evaluate(trained_root, ckpt, device="cpu", log=lambda *a: None)["mean_iu"]
+    wrong = {name: 1 - np.trace(m) / m.sum() for name, m in rows}
+    worst = sorted(wrong, key=wrong.get, reverse=True)
+    assert table[1][2] == worst[0] and table[2][2] == ", ".join(worst[:2])
+    kept = sum(m for name, m in rows if name not in worst[:2])
+    iou = np.diag(kept) / (kept.sum(0) + kept.sum(1) - np.diag(kept))
+    assert table[2][1] == pytest.approx(np.nanmean(iou))
+
+    result = run_bench("worst_images.py", "--checkpoint", ckpt, "--data", trained_root, "--out", tmp_path / "w")
+    assert result.returncode == 0, result.stderr
+    assert "| images left out | mean IoU of the rest |" in result.stdout and "| 1 |" in result.stdout
