@@ -35,8 +35,8 @@ def per_image_confusion(checkpoint: Path, root: Path, split: str) -> list[tuple[
 
 def without_worst(rows: list[tuple[str, np.ndarray]], drops=DROPS) -> list[list]:
     """Table rows: images dropped, mean IoU of the rest's summed matrix, the dropped names."""
-    def disagreement(matrix):
-        return 1 - np.trace(matrix) / matrix.sum()
+    def disagreement(matrix):  # an image whose pixels are all ignored counts as agreeing
+        return 1 - np.trace(matrix) / matrix.sum() if matrix.sum() else 0.0
 
     def mean_iu(kept):
         return float(scores(torch.from_numpy(sum(matrix for _, matrix in kept)))["mean_iu"])

@@ -1,6 +1,7 @@
 import csv
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from segtrain.data.classes import voc_colormap
 from segtrain.errors import ConfigError
 from segtrain.use.export import export
 from segtrain.use.predict import predict
+from segtrain.use.trained import TorchPredictor, load_trained
 from segtrain.data.synthetic import sky_sample
 from segtrain.evaluation.tiling import sliding_window, windows
 
@@ -85,10 +87,6 @@ def test_batching_does_not_change_masks(trained_root, tmp_path):
 
 def test_read_only_arrays_predict_as_writable_ones_without_a_warning(trained_root):
     """np.asarray of a PIL image is read-only; torch warns when it shares one, so it is copied first."""
-    import warnings
-
-    from segtrain.use.trained import TorchPredictor, load_trained
-
     predictor = TorchPredictor(load_trained(trained_root / CKPT, "cpu"))
     image = np.asarray(Image.fromarray(sky_sample(np.random.default_rng(5), 40)[0]))
     assert not image.flags.writeable
