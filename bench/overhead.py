@@ -28,12 +28,13 @@ from segtrain.training.loop import train
 
 MODELS = ["fcn_resnet18", "fcn_resnet50", "lraspp_mobilenet_v3_large"]
 WARMUP = 2
-PASSIVE_RUNS: list[str] = []  # fresh segtrain runs that found the cores busy at their start
 
 
-def segtrain_iterations(root: Path, raw: dict, tag: str, fresh: bool) -> list[float]:
-    """segtrain's iteration gaps; fresh: `segtrain train` in its own new process, like the bare
-    side (a process that trained before runs later steps at another speed), else in this one."""
+def segtrain_iterations(root: Path, raw: dict, tag: str, fresh: bool) -> tuple[list[float], bool]:
+    """(segtrain's iteration gaps, whether its threads chose to sleep); fresh: `segtrain train` in its
+    own new process, like the bare side (a process that trained before runs later steps at another
+    speed), else in this one."""
+    slept = False
     if fresh:
         config = root / f"{tag}.json"
         config.write_text(json.dumps({**raw, "output_dir": tag}))
@@ -43,8 +44,7 @@ def segtrain_iterations(root: Path, raw: dict, tag: str, fresh: bool) -> list[fl
                               env=env, cwd=root, check=True, capture_output=True, text=True)
         # How its threads wait is decided from the machine's load at its start (runtime/cpu_threads.py):
         # a run that chose PASSIVE on an idle machine measures the choice, not the trainer.
-        if "OMP_WAIT_POLICY=PASSIVE" in done.stdout + done.stderr:
-            PASSIVE_RUNS.append(tag)
+        slept = "OMP_WAIT_POLICY=PASSIVE" in done.stdout + done.stderr
         out = root / f"MODEL-{tag}"
     else:
         out = train(root, resolve({**raw, "output_dir": tag}, "bench"), log=lambda *_: None)
@@ -52,7 +52,7 @@ def segtrain_iterations(root: Path, raw: dict, tag: str, fresh: bool) -> list[fl
         times = [float(r["elapsed_time"]) for r in csv.DictReader(f) if r["train/loss"]]
     shutil.rmtree(out)
     gaps = [b - a for a, b in zip(times, times[1:])]
-    return gaps[WARMUP:]
+    return gaps[WARMUP:], slept
 
 
 BARE = """
@@ -113,7 +113,7 @@ def main() -> None:
     rounds = args.rounds or rounds
     tmp = Path(tempfile.mkdtemp(prefix="segtrain-overhead-"))
     root = write_sky_folder(tmp / "data", n_train=16, n_valid=2, size=size)
-    rows, raw = [], {}
+    rows, raw, passive_runs = [], {}, []
     try:
         for name in models:
             for n_workers in workers:
@@ -127,7 +127,11 @@ def main() -> None:
                     # and swap who goes first each round (ABBA), so neither side always follows the other
                     for side in (("ours", "bare") if r % 2 == 0 else ("bare", "ours")):
                         if side == "ours":
-                            ours.append(segtrain_iterations(root, raw_cfg, f"{name}-{n_workers}-{r}", not args.in_process))
+                            tag = f"{name}-{n_workers}-{r}"
+                            gaps, slept = segtrain_iterations(root, raw_cfg, tag, not args.in_process)
+                            ours.append(gaps)
+                            if slept:  # fresh runs that found the cores busy at their start
+                                passive_runs.append(tag)
                         else:
                             bare.append(bare_iterations(cfg))
                 raw[f"{name} n_workers={n_workers}"] = {"segtrain": ours, "bare": bare}
@@ -149,9 +153,9 @@ def main() -> None:
              f"runs of {iterations} iterations (first {WARMUP} dropped); a round is one run of "
              f"each side, its ratio the ratio of their medians. Peak RSS {peak_rss_mb():.0f} MB.")
     if not args.in_process:
-        text += (f" segtrain runs whose threads chose to sleep (cores busy at their start): {len(PASSIVE_RUNS)}"
-                 + (f" ({', '.join(PASSIVE_RUNS)})." if PASSIVE_RUNS else "."))
-    raw["passive_runs"] = PASSIVE_RUNS
+        text += (f" segtrain runs whose threads chose to sleep (cores busy at their start): {len(passive_runs)}"
+                 + (f" ({', '.join(passive_runs)})." if passive_runs else "."))
+    raw["passive_runs"] = passive_runs
     report("Benchmark 1: trainer overhead", text, raw, args.out)
 
 
