@@ -57,7 +57,7 @@ def test_unlabeled_images_change_training_and_are_reported(tmp_path, labeled_onl
     capsys.readouterr()
     assert main(["train", str(root)]) == 0
     out = capsys.readouterr().out
-    assert (f"unlabeled: 6 images from {root / 'unlabeled'} (FixMatch consistency, threshold 0.5, weight 1, "
+    assert (f"unlabeled: 6 images from {root / 'unlabeled'} (FixMatch consistency, threshold 0.5 (as configured), weight 1, "
             "4 per step; the strong view keeps colours (colour alone separates the classes 0.96, at least 0.5; "
             "set unlabeled_colour to choose))") in out
     saved = torch.load(root / "MODEL-tiny" / "checkpoint.pth.tar", weights_only=True)["config"]
@@ -202,3 +202,18 @@ def test_colour_separability_reads_phone_photos_upright(tmp_path):
         sideways.save(image.with_suffix(".jpg"), quality=100, subsampling=0, exif=exif)
         Image.fromarray(mask * 255).save(root / "train" / "labels" / f"{image.stem}.png")
     assert colour_separability(inspect_root(root, resolve({}, "test"))) > 0.9
+
+
+def test_confidence_threshold_follows_the_class_count_unless_configured(tmp_path, capsys):
+    """null: 0.8 with two classes (sky and cloud here), FixMatch's 0.95 with more; a configured
+    value wins. The run says which, and its checkpoint keeps the value it used."""
+    from segtrain.training.consistency import confidence_threshold
+    assert confidence_threshold({"unlabeled_threshold": None}, 2) == (0.8, "two classes")
+    assert confidence_threshold({"unlabeled_threshold": None}, 11) == (0.95, "11 classes")
+    assert confidence_threshold({"unlabeled_threshold": 0.6}, 2) == (0.6, "as configured")
+    root = make_root(tmp_path / "data", max_iteration=1, interval_validate=1)
+    add_unlabeled(root / "unlabeled")
+    assert main(["train", str(root)]) == 0
+    assert "FixMatch consistency, threshold 0.8 (two classes)" in capsys.readouterr().out
+    saved = torch.load(root / "MODEL-tiny" / "checkpoint.pth.tar", weights_only=True)["config"]
+    assert saved["unlabeled_threshold"] == 0.8

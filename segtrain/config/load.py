@@ -74,7 +74,8 @@ KEYS: dict[str, tuple[Any, str]] = {
     "unlabeled_dir": (None, "folder of images without masks used for FixMatch consistency (relative to ROOT); "
                       "null = ROOT/unlabeled when it exists, else off"),
     "unlabeled_weight": (1.0, "weight of the unlabeled images' consistency loss"),
-    "unlabeled_threshold": (0.95, "confidence (max softmax) from which a pixel of an unlabeled image gets a pseudo-label"),
+    "unlabeled_threshold": (None, "confidence (max softmax) from which a pixel of an unlabeled image gets a pseudo-label; "
+                            "null = 0.8 with two classes, 0.95 (FixMatch's) with more"),
     "unlabeled_batch_size": (None, "unlabeled images per training step; null = batch_size"),
     "unlabeled_colour": (None, "the strong view of an unlabeled image also jitters saturation and sometimes greys it "
                          "(UniMatch's view); false keeps its colours; null = false where colour alone tells the "
@@ -271,7 +272,8 @@ def _check_numbers(cfg: dict, source: str) -> None:
 
 def _check_unlabeled(cfg: dict, source: str) -> None:
     _number(cfg, "unlabeled_weight", source, minimum=0)
-    _number(cfg, "unlabeled_threshold", source, minimum=0, maximum=1)
+    if cfg["unlabeled_threshold"] is not None:
+        _number(cfg, "unlabeled_threshold", source, minimum=0, maximum=1)
     if cfg["unlabeled_batch_size"] is not None:
         _number(cfg, "unlabeled_batch_size", source, integer=True, minimum=1)
     if cfg["unlabeled_dir"] is not None and (not isinstance(cfg["unlabeled_dir"], str) or not cfg["unlabeled_dir"]):

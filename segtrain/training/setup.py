@@ -34,7 +34,7 @@ from segtrain.runtime import distributed, interrupt
 from segtrain.runtime.device import select_device
 from segtrain.runtime.workers import plan_workers
 from segtrain.training.budget import continue_plan
-from segtrain.training.consistency import Consistency, strong_colour
+from segtrain.training.consistency import Consistency, confidence_threshold, strong_colour
 from segtrain.training.optimization import make_optimizer, make_scaler, make_schedule
 from segtrain.training.resume import (Progress, check_compatible, checkpoint_to_resume, read_resumable, restore,
                                       resume_state)
@@ -155,6 +155,7 @@ def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: st
     unlabeled = find_unlabeled(root, cfg, spec.sizes["train"], log)
     if unlabeled is not None:  # before check_compatible, which notes settings that differ from the checkpoint's
         cfg["unlabeled_colour"], colour_why = strong_colour(cfg, spec, None if ckpt is None else ckpt.get("config"))
+        cfg["unlabeled_threshold"], threshold_why = confidence_threshold(cfg, len(spec.class_names))
     # A resumed run's weights come from its checkpoint: fetch or load no others first.
     fresh = ckpt is None
     channels_last = use_channels_last(cfg["channels_last"], cfg["image_size"], device)  # image_size is fitted by now
@@ -165,7 +166,7 @@ def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: st
         check_compatible(ckpt, cfg, spec.class_names, ckpt_path, log)
     if unlabeled is not None:
         log(f"unlabeled: {len(unlabeled.paths)} images from {unlabeled.folder} (FixMatch consistency, threshold "
-            f"{cfg['unlabeled_threshold']:g}, weight {cfg['unlabeled_weight']:g}, {unlabeled.batch_size} per step; "
+            f"{cfg['unlabeled_threshold']:g} ({threshold_why}), weight {cfg['unlabeled_weight']:g}, {unlabeled.batch_size} per step; "
             f"the strong view {colour_why})")
     workers = plan_workers(cfg, spec.sizes["train"], log, unlabeled.batch_size if unlabeled is not None else 0)
     if interrupt.requested():
