@@ -217,3 +217,9 @@ def test_confidence_threshold_follows_the_class_count_unless_configured(tmp_path
     assert "FixMatch consistency, threshold 0.8 (two classes)" in capsys.readouterr().out
     saved = torch.load(root / "MODEL-tiny" / "checkpoint.pth.tar", weights_only=True)["config"]
     assert saved["unlabeled_threshold"] == 0.8
+
+
+def test_threshold_is_a_number_in_the_checkpoint_without_unlabeled_images(labeled_only):
+    """Resolved either way, so resuming a run from before the null default compares numbers."""
+    saved = torch.load(labeled_only / "MODEL-tiny" / "checkpoint.pth.tar", weights_only=True)["config"]
+    assert saved["unlabeled_threshold"] == 0.8  # two classes

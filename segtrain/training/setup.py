@@ -153,9 +153,11 @@ def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: st
     if ckpt is not None:
         continue_plan(cfg, ckpt, log)
     unlabeled = find_unlabeled(root, cfg, spec.sizes["train"], log)
-    if unlabeled is not None:  # before check_compatible, which notes settings that differ from the checkpoint's
+    # Before check_compatible, which notes settings that differ from the checkpoint's. The threshold
+    # is resolved with or without unlabeled images, so a checkpoint's config always holds a number.
+    cfg["unlabeled_threshold"], threshold_why = confidence_threshold(cfg, len(spec.class_names))
+    if unlabeled is not None:
         cfg["unlabeled_colour"], colour_why = strong_colour(cfg, spec, None if ckpt is None else ckpt.get("config"))
-        cfg["unlabeled_threshold"], threshold_why = confidence_threshold(cfg, len(spec.class_names))
     # A resumed run's weights come from its checkpoint: fetch or load no others first.
     fresh = ckpt is None
     channels_last = use_channels_last(cfg["channels_last"], cfg["image_size"], device)  # image_size is fitted by now
