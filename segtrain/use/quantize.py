@@ -96,7 +96,7 @@ def quantize_checked(fp32: Path, work: Path, root: Path, max_iou_drop: float, ou
     example = reference.model_input(read_image(spec.valid[0].image))
     ms_fp32, ms_int8 = per_image_ms(reference, quantized, example)
     speed = ms_fp32 / ms_int8
-    log(f"int8: {ms_int8:.1f} ms an image against {ms_fp32:.1f} ms for fp32 on this CPU ({speed:.2f}x the speed of fp32, "
+    log(f"int8: {milliseconds(ms_int8)} ms an image against {milliseconds(ms_fp32)} ms for fp32 on this CPU ({speed:.2f}x the speed of fp32, "
         f"batch 1, input {example.shape[1]}x{example.shape[2]})")
     if speed < 1:
         # Models of depthwise convolutions (LR-ASPP's MobileNetV3) gain little from INT8 and pay for the
@@ -105,6 +105,12 @@ def quantize_checked(fp32: Path, work: Path, root: Path, max_iou_drop: float, ou
             "it saves size (about 4x), not time. Ship the fp32 export unless INT8 measures faster on the edge device itself.")
     return int8, {"mean_iu_fp32": before, "mean_iu_int8": after, "calibration_images": len(images),
                   "ms_fp32": ms_fp32, "ms_int8": ms_int8, "speed_int8_vs_fp32": speed}
+
+
+def milliseconds(ms: float) -> str:
+    """Three significant digits, so a tiny model's 0.71 ms is not printed as 0.7 (a 7% rounding the
+    printed ratio would disagree with), and no exponent for a large one's 1234 ms."""
+    return f"{ms:.0f}" if ms >= 100 else f"{ms:.3g}"
 
 
 def per_image_ms(fp32: ExportedPredictor, int8: ExportedPredictor, example: np.ndarray) -> tuple[float, float]:
