@@ -4,8 +4,9 @@
 mean IoU on the validation split and its change against eager.
 
 Without --checkpoint, a model is trained here first (a short run on --data; weights do not change
-speed, but the accuracy change needs a model that has learnt something). Engines alternate image
-by image in one process; the machine's load average is printed with the figures.
+speed, but the accuracy change needs a model that has learnt something). Engines alternate
+in blocks of a few images in one process, each engine loaded for its block and dropped after it;
+the machine's load average is printed with the figures.
 
     .venv/bin/python bench/inference.py --quick                  # under ~3 minutes on 2 cores
     .venv/bin/python bench/inference.py --checkpoint run/MODEL-x/model_best.pth.tar --out bench/results/inference
@@ -31,6 +32,7 @@ from segtrain.use.export import LogitsOnly, export
 from segtrain.use.trained import load_trained
 
 SIZES = (256, 512)
+WARM_UP = 3  # untimed runs of each freshly loaded engine: first calls allocate, and TorchScript profiles and optimises
 
 
 def quiet(*args, **kwargs) -> None:
@@ -58,26 +60,39 @@ def valid_subset(data: Path, n: int | None, work: Path) -> str:
     return str(folder)
 
 
-def runners(checkpoint: Path, files: dict) -> dict:
+def engines(checkpoint: Path, files: dict) -> dict:
+    """engine -> a function that loads it and returns its run(x). Each engine is loaded for its own
+    block of timed runs and dropped after it, so no other engine's threads are alive while it runs: an
+    idle ONNX Runtime session's threads still spin after each run and took the cores from the next
+    engine's runs (fp32 LR-ASPP at 256 px: 10.1 ms a run alternating with the INT8 file, 3.5 ms alone)."""
     threads = torch.get_num_threads()
-    eager = LogitsOnly(load_trained(checkpoint, "cpu", quiet).model).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        script = torch.jit.load(str(files["torchscript"]), map_location="cpu")
 
-    def torch_run(module):
-        def run(x):
-            with torch.inference_mode():
-                return module(torch.from_numpy(x))
-        return run
+    def torch_engine(load):
+        def start():
+            module = load()
 
-    runs = {"eager": torch_run(eager), "torchscript": torch_run(script)}
-    for engine in ("onnx fp32", "onnx int8"):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(files[engine]), options, providers=["CPUExecutionProvider"])
-        runs[engine] = (lambda s: lambda x: s.run(None, {"image": x})[0])(session)
-    return runs
+            def run(x):
+                with torch.inference_mode():
+                    return module(torch.from_numpy(x))
+            return run
+        return start
+
+    def script():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.jit.load(str(files["torchscript"]), map_location="cpu")
+
+    def onnx_engine(path):
+        def start():
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            return lambda x: session.run(None, {"image": x})[0]
+        return start
+
+    eager = torch_engine(lambda: LogitsOnly(load_trained(checkpoint, "cpu", quiet).model).eval())
+    return {"eager": eager, "torchscript": torch_engine(script),
+            **{engine: onnx_engine(files[engine]) for engine in ("onnx fp32", "onnx int8")}}
 
 
 def main() -> None:
@@ -103,18 +118,20 @@ def main() -> None:
         split = valid_subset(args.data, n_valid, work)
         accuracy = {engine: evaluate(args.data, path, split, "cpu", quiet)["mean_iu"]
                     for engine, path in [("eager", checkpoint), *files.items()]}
-        runs = runners(checkpoint, files)
+        runs = engines(checkpoint, files)
         times = {(engine, size): [] for size in SIZES for engine in runs}
         for size in SIZES:
             x = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
-            for run in runs.values():
-                run(x)  # warm-up: first calls allocate and (TorchScript) optimise
             for _ in range(rounds):
-                for engine, run in runs.items():
+                for engine, start in runs.items():
+                    run = start()
+                    for _ in range(WARM_UP):
+                        run(x)
                     for _ in range(images):
                         begin = time.perf_counter()
                         run(x)
                         times[engine, size].append(time.perf_counter() - begin)
+                    del run
         arch = load_trained(checkpoint, "cpu", quiet).arch
     rows = []
     for engine in runs:
@@ -126,7 +143,8 @@ def main() -> None:
     text = table(["engine", "img/s at 256 px", "img/s at 512 px", "speed vs onnx fp32 at 256", "mean IoU",
                   "change vs eager"], rows)
     text += (f"\n\n{arch} from {'--checkpoint ' + str(args.checkpoint) if args.checkpoint else f'a {trained_s:.0f} s training run here'}; "
-             f"batch 1, {torch.get_num_threads()} threads, medians of {rounds} alternating rounds of {images} images; "
+             f"batch 1, {torch.get_num_threads()} threads, medians of {rounds} alternating rounds of {images} images, each engine loaded alone "
+             f"for its block; "
              f"mean IoU on the {scored} validation images of {args.data} (model input at the training size). "
              f"INT8 calibrated on {int8['calibration_images']} training images. Load average at start "
              f"{load_start:.1f}. Peak RSS {peak_rss_mb():.0f} MB.")

@@ -185,6 +185,23 @@ def test_int8_timing_alternates_and_takes_each_files_median():
     assert fast.calls == slow.calls >= 4  # a warm-up each, then at least three alternating rounds
 
 
+def test_int8_export_times_the_two_files_with_threads_that_do_not_spin(trained_root, tmp_path, monkeypatch):
+    """Two ONNX sessions timed in turn: a spinning session's threads would hold the cores during the
+    other's runs, so both sessions export opens for the comparison sleep between runs instead."""
+    import segtrain.use.exported as exported
+
+    real, asked = exported.onnx_session_options, []
+
+    def recording(spinning=True):
+        asked.append(spinning)
+        return real(spinning)
+
+    monkeypatch.setattr(exported, "onnx_session_options", recording)
+    export(trained_root / CKPT, "onnx", tmp_path / "m.onnx", int8=True, calibrate_on=trained_root, log=lambda *a: None)
+    assert asked.count(False) == 2  # the fp32 and the INT8 file
+    assert real(False).get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_int8_refused_when_iou_drops_more_than_allowed(trained_root, tmp_path):
     # calibrated on black images, activations saturate on real skies: IoU drops ~0.09 on this model
     bad = tmp_path / "bad"

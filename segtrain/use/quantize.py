@@ -70,7 +70,8 @@ def quantize(fp32: Path, int8: Path, calibration, work: Path) -> None:
 def quantize_checked(fp32: Path, work: Path, root: Path, max_iou_drop: float, out: Path, log=print):
     """(int8 file in `work`, numbers) once its mean IoU on ROOT's validation split is within max_iou_drop
     of the fp32 file's; else QuantizeError and nothing is kept."""
-    reference = ExportedPredictor(fp32, kind="onnx")
+    # Threads that sleep between runs, so that timing the two files in turn is fair (see onnx_session_options)
+    reference = ExportedPredictor(fp32, kind="onnx", spinning=False)
     spec = inspect_root(root, {**model_config(reference), "batch_size": 1}, reference.class_names)
     if not spec.valid:
         raise QuantizeError(f"--calibrate-on {root}: no validation images to measure the INT8 model on; "
@@ -84,7 +85,7 @@ def quantize_checked(fp32: Path, work: Path, root: Path, max_iou_drop: float, ou
     int8 = work / "model.int8.onnx"
     quantize(fp32, int8, Calibration(reference, images, input_name), work)
     before = count(reference, spec.valid, spec.decoder)["mean_iu"]
-    quantized = ExportedPredictor(int8, kind="onnx")  # scored, then timed: one session for both
+    quantized = ExportedPredictor(int8, kind="onnx", spinning=False)  # scored, then timed: one session for both
     after = count(quantized, spec.valid, spec.decoder)["mean_iu"]
     log(f"int8: mean IoU on {len(spec.valid)} validation image(s) ({spec.valid_source}): fp32 {before:.4f}, "
         f"int8 {after:.4f} (change {after - before:+.4f}; allowed drop {max_iou_drop})")
