@@ -5,6 +5,7 @@ lands outside where the user pointed, nothing hangs, and every command answers w
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import tarfile
@@ -331,3 +332,114 @@ def test_download_of_a_benign_zip_archive_is_arranged(tmp_path):
             z.write(path, path.relative_to(tmp_path / "src"))
     assert main(["download", "waggle_clouds", str(tmp_path / "dest"), "--archive", str(tmp_path / "clouds.zip")]) == 0
     assert len(list((tmp_path / "dest" / "train" / "images").iterdir())) == 4
+
+
+# ---- hostile .pt2 files (torch.export.load runs code from them unless segtrain refuses first) --
+
+def _rewrite_zip(src: Path, dst: Path, change) -> Path:
+    """A copy of the zip archive `src` with change(name, data) -> data applied to every member."""
+    with zipfile.ZipFile(src) as a, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as b:
+        for item in a.infolist():
+            b.writestr(item, change(item.filename, a.read(item)))
+    return dst
+
+
+def _torch_saved(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def _pickled_sample_inputs(src, dst, marker):
+    return _rewrite_zip(src, dst, lambda name, data: _torch_saved(((Evil(marker),), {}))
+                        if name.endswith("/data/sample_inputs/model.pt") else data)
+
+
+def _pickled_weight(src, dst, marker):
+    def change(name, data):
+        if name.endswith("/data/weights/model_weights_config.json"):
+            config = json.loads(data)
+            first = next(iter(config["config"].values()))
+            first["use_pickle"] = True
+            return json.dumps(config).encode()
+        return _torch_saved(Evil(marker)) if name.endswith("/data/weights/weight_0") else data
+    return _rewrite_zip(src, dst, change)
+
+
+def _evaluated_shape_expression(src, dst, marker):
+    def change(name, data):
+        if name.endswith("/models/model.json"):
+            text = data.decode()
+            first = text.index('"expr_str": "') + len('"expr_str": "')
+            return (text[:first] + f"__import__('os').system('touch {marker}') or " + text[first:]).encode()
+        return data
+    return _rewrite_zip(src, dst, change)
+
+
+PT2 = {"sample inputs unpickle an object": _pickled_sample_inputs, "a weight stored as a pickle": _pickled_weight,
+       "a shape expression that runs Python": _evaluated_shape_expression}
+
+
+@pytest.fixture(scope="module")
+def pt2_export(tmp_path_factory):
+    """A real .pt2 export with dynamic height and width (so its graph holds shape expressions)."""
+    from conftest import save_fresh_checkpoint
+    from segtrain.use.export import export
+
+    base = tmp_path_factory.mktemp("pt2")
+    ckpt = save_fresh_checkpoint(base / "c.pth.tar", "lraspp_mobilenet_v3_large")
+    export(ckpt, "pt2", base / "m.pt2", raw_input=True, log=lambda *a: None)
+    return base / "m.pt2"
+
+
+@pytest.mark.parametrize("case", list(PT2))
+def test_the_crafted_pt2_files_run_code_in_torch_export_load(pt2_export, tmp_path, case):
+    """What segtrain refuses below is a real attack: torch.export.load alone runs the payload."""
+    import warnings
+    marker = tmp_path / MARKER
+    path = PT2[case](pt2_export, tmp_path / "m.pt2", marker)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.export.load(str(path))
+        except Exception:
+            pass  # the payload has run by the time the load fails, if it fails
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+@pytest.mark.parametrize("case", list(PT2))
+def test_hostile_pt2_is_refused_in_one_line_and_runs_nothing(pt2_export, folder, tmp_path, capsys, case, command):
+    marker = tmp_path / MARKER
+    path = PT2[case](pt2_export, tmp_path / "m.pt2", marker)
+    capsys.readouterr()
+    assert main(_commands(folder, path, tmp_path)[command]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {path}: refused, it holds more than segtrain export writes")
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_a_pt2_graph_that_names_a_python_function_is_refused(pt2_export, tmp_path):
+    from segtrain.use.pt2_check import UnsafePt2, check_pt2
+    check_pt2(pt2_export)  # segtrain's own export passes
+    path = _rewrite_zip(pt2_export, tmp_path / "m.pt2", lambda name, data: data.replace(
+        b'"torch.ops.aten.conv2d.default"', b'"torch.os.system"', 1) if name.endswith("/models/model.json") else data)
+    with pytest.raises(UnsafePt2, match="calls 'torch.os.system', which is no ATen operator"):
+        check_pt2(path)
+
+
+@pytest.mark.parametrize("prefix", PREFIXES, ids=[f.__name__ for f in PREFIXES])
+def test_hostile_torchscript_pickle_is_refused_by_its_own_unpickler(pt2_export, folder, tmp_path, capsys, prefix):
+    """TorchScript's unpickler knows only its own types: a payload before the archive's data.pkl
+    runs nothing, and predict answers in one line."""
+    from segtrain.use.export import export
+
+    marker = tmp_path / MARKER
+    export(pt2_export.parent / "c.pth.tar", "torchscript", tmp_path / "good.pt", log=lambda *a: None)
+    path = _rewrite_zip(tmp_path / "good.pt", tmp_path / "m.pt",
+                        lambda name, data: prefix(marker) + data if name.endswith("/data.pkl") else data)
+    capsys.readouterr()
+    assert main(_commands(folder, path, tmp_path)["predict"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {path}: cannot load this torchscript file")
+    assert not marker.exists()

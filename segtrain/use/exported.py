@@ -26,6 +26,7 @@ from PIL import Image
 from segtrain.errors import CheckpointError, ConfigError
 from segtrain.evaluation.tiling import sliding_window
 from segtrain.evaluation.tta import with_flips
+from segtrain.use.pt2_check import UnsafePt2, check_pt2
 
 METADATA_KEY = "segtrain"  # the ONNX metadata_props entry (and TorchScript/.pt2 extra file stem) holding JSON
 EXTRA_FILE = f"{METADATA_KEY}.json"
@@ -102,9 +103,16 @@ def _onnx_runner(path: Path, spinning: bool = True):
 
 
 def _torch_runner(path: Path, kind: str):
-    """A TorchScript or .pt2 file runs the graph stored in it (no Python code, no pickles)."""
+    """A TorchScript or .pt2 file runs the graph stored in it. TorchScript's own unpickler knows only
+    its types; torch.export.load can run code from a .pt2 file, so pt2_check reads it as data first."""
     import torch
 
+    if kind == "pt2":
+        try:
+            check_pt2(path)
+        except UnsafePt2 as e:
+            raise CheckpointError(f"{path}: refused, it holds more than segtrain export writes and could run code "
+                                  f"when loaded: {e}. Export it again with segtrain export --format pt2.") from None
     extra = {EXTRA_FILE: ""}
     try:
         with warnings.catch_warnings():
