@@ -11,11 +11,12 @@ import sys
 import traceback
 from pathlib import Path
 
-from segtrain import __version__, commands
+from segtrain import commands
 from segtrain.config.load import describe_keys
 from segtrain.data.download import DATASETS
 from segtrain.errors import SegtrainError, user_message
-from segtrain.runtime import interrupt
+from segtrain.runtime import cpu_threads, interrupt
+from segtrain.version import __version__
 
 EPILOG_TRAIN = """examples:
   segtrain train ~/clouds                          # ~/clouds/config.list if present, else defaults
@@ -260,9 +261,15 @@ def build_container_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that run a model: how PyTorch's threads wait is chosen before they load torch
+# (runtime/cpu_threads.py); the others (--help, init, plot, ...) start without looking at the machine.
+COMPUTING = ("train", "evaluate", "audit", "predict", "export", "demo")
+
+
 def run(argv: list[str]) -> int:
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version", "--debug"):
         a = build_container_parser().parse_args(argv)
+        cpu_threads.choose_at_start()
         commands.train_in_container(a.data, a.config, a.overrides, a.image_type, a.resume, a.stop_after)
         return 0
     parser = build_parser()
@@ -270,6 +277,8 @@ def run(argv: list[str]) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command in COMPUTING:
+        cpu_threads.choose_at_start()
     COMMANDS[args.command][3](args)
     return 0
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from segtrain.errors import ConfigError
+from segtrain.textfiles import read_user_text
 
 from segtrain.config.recipe import (DEFAULT_BATCH_SIZE, DEFAULT_IMAGE_SIZE, DEFAULT_INTERVAL_VALIDATE, DEFAULT_LR,
                                     DEFAULT_MAX_ITERATION, DEFAULT_MODEL, DEFAULT_OPTIMIZER, FIT_KEY,
@@ -104,19 +105,6 @@ def _location(text: str, pos: int) -> str:
     line = text.count("\n", 0, pos) + 1
     column = pos - (text.rfind("\n", 0, pos) + 1) + 1
     return f"line {line}, column {column}"
-
-
-def read_user_text(path: Path, error=ConfigError) -> str:
-    """A text file a person wrote: UTF-8 (with or without a BOM), else one line saying how to save it."""
-    data = Path(path).read_bytes()
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise error(f"{path}: saved as UTF-16; save it as UTF-8 (most editors offer 'UTF-8' under Save As / Encoding).")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise error(f"{path}, line {line}: byte 0x{data[e.start]:02x} is not UTF-8 (saved as Latin-1 or another "
-                    "legacy encoding?); save it as UTF-8 (most editors offer 'UTF-8' under Save As / Encoding).") from None
 
 
 MISSING_CONFIG_HINT = " or run without --config to use the defaults"

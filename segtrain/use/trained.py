@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from segtrain import __version__
+from segtrain.version import __version__
 from segtrain.outputs.checkpoints import read_checkpoint
 from segtrain.data.classes import voc_colormap
 from segtrain.config.load import with_defaults
