@@ -64,6 +64,8 @@ KEYS: dict[str, tuple[Any, str]] = {
     "log_interval": (20, "print a progress line every this many iterations"),
     "max_visualizations": (9, "validation samples drawn in each visualization_viz tile"),
     "tensorboard": (False, "also log to MODEL-<output_dir>/tensorboard (needs: pip install tensorboard)"),
+    "mlflow_tracking_uri": (None, "log the run to MLflow (config, validation scores, report, log.csv, best model) at this "
+                            "tracking URI; null = MLFLOW_TRACKING_URI when set, else off (needs: pip install 'segtrain[mlflow]')"),
     "cache_mb": (1024, "memory for decoded images and masks (decoded once, not every epoch); 0 = off"),
     "threads": (None, "CPU threads for the model; null = PyTorch's default (one per core); 1 on a busy shared machine"),
     "encoder": (None, "encoder of an smp model (e.g. 'resnet34', 'mobilenet_v2', 'mit_b0'); absent = resnet34 (segformer: mit_b0)"),
@@ -284,6 +286,10 @@ def _check_flags(cfg: dict, source: str) -> None:
             if cfg[key] > 255:
                 raise ConfigError(f"{source}: key {key!r} must be at most 255, got {cfg[key]!r}.")
     _choice(cfg, "mode", source, MODES)
+    if cfg["mlflow_tracking_uri"] is not None and not (isinstance(cfg["mlflow_tracking_uri"], str)
+                                                       and cfg["mlflow_tracking_uri"].strip()):
+        raise ConfigError(f"{source}: key 'mlflow_tracking_uri' must be a tracking URI such as \"http://host:5000\" "
+                          f"or \"sqlite:///mlflow.db\", or null; got {cfg['mlflow_tracking_uri']!r}.")
 
 
 def _resolve_recipe(cfg: dict, image_size_given: bool, source: str) -> None:
