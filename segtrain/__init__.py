@@ -13,8 +13,9 @@ from segtrain.errors import SegtrainError
 from segtrain.version import __version__
 
 if TYPE_CHECKING:
-    from segtrain.api import LogRow, Predictor, Run, audit, check, demo, download, evaluate, export, init, load, plot, \
-        predict, test, train
+    from segtrain.api import LogRow, Run, audit, check, demo, download, evaluate, export, init, load, plot, predict, \
+        test, train
+    from segtrain.use.predictor import Predictor
 
 API = ("train", "test", "load", "evaluate", "predict", "export", "audit", "check", "init", "download", "plot", "demo",
        "Run", "LogRow", "Predictor")
@@ -23,6 +24,10 @@ __all__ = ["SegtrainError", "__version__", *API]
 
 def __getattr__(name: str):
     """PEP 562: segtrain.train and the rest of the API import their module when first asked for."""
+    if name == "Predictor":  # NumPy and Pillow load with it
+        from segtrain.use.predictor import Predictor
+
+        return Predictor
     if name in API:
         from segtrain import api
 

@@ -60,7 +60,7 @@ class Run:
     def read(cls, folder: PathLike) -> Run:
         from segtrain.outputs.checkpoints import BEST_NAME, CHECKPOINT_NAME  # loads torch, as any use of the run does
 
-        folder = Path(folder)
+        folder = Path(folder).absolute()  # still right after a notebook changes its directory
         history = tuple(read_rows(folder / "log.csv"))
         validations = [row for row in history if row.split == "valid"]
         scored = [row for row in validations if not math.isnan(row.mean_iu)]
