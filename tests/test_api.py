@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import re
 from pathlib import Path
 
@@ -130,14 +129,3 @@ def test_errors_are_the_one_line_the_command_prints(example, tmp_path):
         example["model"].masks([np.zeros((8, 8, 3), dtype=np.float32)])
     with pytest.raises(segtrain.SegtrainError, match="name the format"):
         segtrain.export(example["run"].best_checkpoint, tmp_path / "model.bin")
-
-
-def test_stop_after_and_resume_through_the_api(tmp_path):
-    root = write_sky_folder(tmp_path / "data", n_train=8, n_valid=4, size=32,
-                            config=tiny_config(max_iteration=2, interval_validate=2))
-    quiet = []
-    first = segtrain.train(root, stop_after=1, log=quiet.append)
-    assert [row.iteration for row in first.history] == [0, 0] and first.final.iteration == 0
-    second = segtrain.train(root, resume=True, log=quiet.append)
-    assert second.folder == first.folder and second.final.iteration == 2
-    assert second.history[:2] == first.history and not math.isnan(second.best.mean_iu)
