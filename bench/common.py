@@ -15,8 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import segtrain  # noqa: F401  (before torch: sets the OpenMP wait policy)
-import torch
+from segtrain.runtime import cpu_threads
+
+cpu_threads.choose_at_start()  # before torch loads, as a segtrain command's start does
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -11,11 +11,12 @@ import sys
 import traceback
 from pathlib import Path
 
-from segtrain import __version__, commands
+from segtrain import commands
 from segtrain.config.load import describe_keys
 from segtrain.data.download import DATASETS
 from segtrain.errors import SegtrainError, user_message
-from segtrain.runtime import interrupt
+from segtrain.runtime import cpu_threads, interrupt
+from segtrain.version import __version__
 
 EPILOG_TRAIN = """examples:
   segtrain train ~/clouds                          # ~/clouds/config.list if present, else defaults
@@ -188,26 +189,6 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
 
-def _predict(a) -> None:
-    from segtrain.use.predict import predict
-
-    predict(a.input, a.checkpoint, a.out, overlay_jpeg=a.overlay, tile=a.tile, overlap=a.overlap,
-            recursive=a.recursive, batch_size=a.batch_size, device=a.device, tta=a.tta)
-
-
-def _export(a) -> None:
-    from segtrain.use.export import export
-
-    export(a.checkpoint, a.format, a.out, a.size, a.verify_on, raw_input=a.raw_input, int8=a.int8,
-           calibrate_on=a.calibrate_on, max_iou_drop=a.max_iou_drop)
-
-
-def _download(a) -> None:
-    from segtrain.data.download import download
-
-    download(a.name, a.dest, url=a.url, archive=a.archive)
-
-
 # name: (help, epilog, adds its arguments, runs it with the parsed arguments)
 COMMANDS = {
     "train": ("train a model on a data folder", EPILOG_TRAIN, _train_arguments,
@@ -219,15 +200,17 @@ COMMANDS = {
     "audit": ("rank the labelled pairs by how strongly a trained model disagrees with their masks", EPILOG_AUDIT,
               _audit_arguments, lambda a: commands.audit(a.root, a.checkpoint, a.out, a.top, a.device)),
     "predict": ("write class masks (and overlays, class fractions) for images", EPILOG_PREDICT, _predict_arguments,
-                _predict),
+                lambda a: commands.predict(a.input, a.checkpoint, a.out, a.overlay, a.tile, a.overlap, a.recursive,
+                                           a.batch_size, a.device, a.tta)),
     "export": ("export a checkpoint to ONNX, TorchScript or torch.export for edge devices", EPILOG_EXPORT, _export_arguments,
-               _export),
+               lambda a: commands.export(a.checkpoint, a.format, a.out, a.size, a.verify_on, a.raw_input, a.int8,
+                                         a.calibrate_on, a.max_iou_drop)),
     "init": ("inspect a data folder and write a starter config.list and class_names.list", EPILOG_INIT,
              lambda p: p.add_argument("root", type=Path, help="data folder with train/images + train/labels "
                                       "(or images/ + labels/)"),
              lambda a: commands.init(a.root)),
     "download": ("download an example dataset and arrange it for training", EPILOG_DOWNLOAD, _download_arguments,
-                 _download),
+                 lambda a: commands.download(a.name, a.dest, a.url, a.archive)),
     "plot": ("draw curves.png (loss, mean IoU, accuracy) from a log.csv", EPILOG_PLOT, _plot_arguments,
              lambda a: commands.plot(a.log, a.out)),
     "demo": ("make a small synthetic sky/cloud folder and train on it (a few minutes on a CPU)", EPILOG_DEMO,
@@ -260,9 +243,15 @@ def build_container_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that run a model: how PyTorch's threads wait is chosen before they load torch
+# (runtime/cpu_threads.py); the others (--help, init, plot, ...) start without looking at the machine.
+COMPUTING = ("train", "evaluate", "audit", "predict", "export", "demo")
+
+
 def run(argv: list[str]) -> int:
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version", "--debug"):
         a = build_container_parser().parse_args(argv)
+        cpu_threads.choose_at_start()
         commands.train_in_container(a.data, a.config, a.overrides, a.image_type, a.resume, a.stop_after)
         return 0
     parser = build_parser()
@@ -270,6 +259,8 @@ def run(argv: list[str]) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command in COMPUTING:
+        cpu_threads.choose_at_start()
     COMMANDS[args.command][3](args)
     return 0
 

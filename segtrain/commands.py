@@ -1,7 +1,7 @@
-"""What each command does with its arguments: the one place that joins config, data, training
-and the use of a trained model. cli.py parses the command line and calls one of these.
+"""What each command does with its parsed arguments: calls the Python API (api.py) and prints what
+a shell user reads. cli.py parses the command line and calls one of these.
 
-Heavy modules (torch) are imported inside each command, so `segtrain --help` is instant and
+Heavy modules (torch) are imported inside the API's functions, so `segtrain --help` is instant and
 predicting with an ONNX file works on a node without PyTorch.
 """
 
@@ -9,40 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segtrain.config.load import MISSING_CONFIG_HINT, run_config
+from segtrain import api
+from segtrain.config.load import MISSING_CONFIG_HINT, parse_overrides
 from segtrain.errors import ConfigError
 from segtrain.paths import from_command_line, from_root
-from segtrain.runtime import interrupt
-
-# The demo trains a small FCN at 64 px on synthetic skies: it learns them in about a minute on
-# two cores, where the default recipe (made for real photos, see config/recipe.py) needs longer.
-DEMO_CONFIG = {
-    "model": "fcn_resnet18",
-    "image_size": 64,
-    "batch_size": 8,
-    "max_iteration": 150,
-    "interval_validate": 50,
-    "lr": 0.02,
-    "pretrained_backbone": False,
-    "n_workers": 0,
-    "log_interval": 10,
-    "output_dir": "demo",
-}
 
 
 def train(root: Path, config: Path | None, overrides: list[str], image_type: str = "auto",
           resume: str | None = None, stop_after: int | None = None, missing_hint: str = MISSING_CONFIG_HINT) -> None:
     """Train on ROOT, or with config "mode": "test" run the original tool's test mode."""
-    with interrupt.graceful_stop():  # before any heavy set-up (torch import, reading the data)
-        cfg, class_names = run_config(root, config, overrides, image_type, missing_hint)
-        if cfg["mode"] == "test":  # the original's test mode: predict (and evaluate) with pretrained_net
-            from segtrain.use.testmode import run_test
-
-            run_test(root, cfg)
-            return
-        from segtrain.training.loop import train as train_loop
-
-        train_loop(root, cfg, class_names=class_names, resume=resume, stop_after=stop_after)
+    api.train(root, parse_overrides(overrides), config=config, resume=resume, stop_after=stop_after,
+              image_type=image_type, missing_hint=missing_hint)
 
 
 def default_data_root() -> Path:
@@ -68,20 +45,17 @@ def train_in_container(data: Path | None, config: Path, overrides: list[str], im
 
 
 def check(root: Path, config: Path | None, overrides: list[str], image_type: str) -> None:
-    from segtrain.data.check import check_folder
-
-    cfg, class_names = run_config(root, config, overrides, image_type)
-    check_folder(root, cfg, class_names)
+    api.check(root, parse_overrides(overrides), config=config, image_type=image_type)
 
 
 def evaluate(root: Path, checkpoint: Path, split: str, device: str, json_path: Path | None,
              tta: bool = False) -> None:
     from segtrain.paths import output_file
-    from segtrain.use.evaluate import evaluate as evaluate_model, format_table, write_json
+    from segtrain.use.evaluate import format_table, write_json
 
     if json_path is not None:
         output_file(json_path, "--json")  # before the evaluation, which may take long
-    numbers = evaluate_model(root, from_command_line(checkpoint, root), split, device, tta=tta)
+    numbers = api.evaluate(from_command_line(checkpoint, root), root, split=split, device=device, tta=tta)
     print(format_table(numbers))
     if json_path is not None:
         write_json(numbers, json_path)
@@ -89,27 +63,32 @@ def evaluate(root: Path, checkpoint: Path, split: str, device: str, json_path: P
 
 
 def audit(root: Path, checkpoint: Path, out: Path | None, top: int, device: str) -> None:
-    from segtrain.use.audit import audit as audit_labels
+    api.audit(root, from_command_line(checkpoint, root), out=out, top=top, device=device)
 
-    audit_labels(root, from_command_line(checkpoint, root), out, top, device)
+
+def predict(source: Path, checkpoint: Path, out: Path, overlay: bool, tile: int | None, overlap: int | None,
+            recursive: bool, batch_size: int | None, device: str, tta: bool) -> None:
+    api.predict(source, checkpoint, out, overlay=overlay, tile=tile, overlap=overlap, recursive=recursive,
+                batch_size=batch_size, device=device, tta=tta)
+
+
+def export(checkpoint: Path, fmt: str, out: Path, size: list[int] | None, verify_on: Path | None, raw_input: bool,
+           int8: bool, calibrate_on: Path | None, max_iou_drop: float) -> None:
+    api.export(checkpoint, out, format=fmt, size=size, verify_on=verify_on, raw_input=raw_input, int8=int8,
+               calibrate_on=calibrate_on, max_iou_drop=max_iou_drop)
+
+
+def download(name: str, dest: Path, url: str | None, archive: Path | None) -> None:
+    api.download(name, dest, url=url, archive=archive)
 
 
 def plot(log: Path, out: Path | None) -> None:
-    from segtrain.outputs.curves import plot_log
-
-    print(f"wrote {plot_log(log, out)}")
+    print(f"wrote {api.plot(log, out)}")
 
 
 def init(root: Path) -> None:
-    from segtrain.data.starter import plan, write_starter
-
-    write_starter(plan(root))
+    api.init(root)
 
 
 def demo(out: Path, overrides: list[str]) -> None:
-    from segtrain.data.synthetic import write_sky_folder
-
-    if not (out / "class_names.list").is_file():
-        write_sky_folder(out, config=DEMO_CONFIG)
-        print(f"made a synthetic sky/cloud dataset in {out}")
-    train(out, None, overrides)
+    api.demo(out, parse_overrides(overrides))

@@ -20,7 +20,9 @@ import tempfile
 import traceback
 from pathlib import Path
 
-# segtrain first: it picks the OpenMP wait policy before torch loads, as at a real command's start.
+# Each command finds torch loaded here, so it keeps the OpenMP wait policy that the server's environment
+# gave libgomp (conftest.py sets GOMP_SPINCOUNT) and says so; the choice a real command makes before
+# torch loads is tested in processes of its own (test_cpu_threads.py).
 PRELOAD = ["segtrain", "torch", "torchvision", "segmentation_models_pytorch", "segtrain.cli", "segtrain.commands"]
 _context = None
 

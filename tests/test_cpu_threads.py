@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from segtrain.runtime.cpu_threads import choose_before_torch_loads, decide
+from segtrain.runtime.cpu_threads import choose_before_torch_loads, decide, unchosen
 
 CLEAN = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}
 
@@ -52,8 +52,29 @@ def test_a_burst_or_a_job_that_just_ended_is_not_busy(monkeypatch):
     assert readings([1.0, 0.9, 1.1], load=1.2) >= cpu_threads.BUSY_THRESHOLD  # a competitor that stays
 
 
-def test_the_import_applies_its_choice_before_torch_loads():
-    code = ("import os, segtrain, torch; c = segtrain.CPU_THREADS; "
-            "print(all(os.environ.get(k) == v for k, v in c.env.items()), bool(c.why))")
-    out = subprocess.run([sys.executable, "-c", code], env=CLEAN, capture_output=True, text=True, timeout=120)
-    assert out.stdout.split() == ["True", "True"], out.stderr
+def run_python(code: str, cwd) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", code], env=CLEAN, cwd=cwd, capture_output=True, text=True, timeout=120)
+    return out.stdout.split("|")
+
+
+def test_a_computing_command_applies_its_choice_before_torch_loads(tmp_path):
+    """The CLI chooses at a command's start (not at `import segtrain`), before the command loads torch."""
+    code = ("import os, sys, segtrain.cli as cli; from segtrain.runtime import cpu_threads; "
+            "code = cli.main(['export', '--checkpoint', 'missing.pth.tar', '--format', 'onnx', '--out', 'x.onnx']); "
+            "c = cpu_threads.current(); "
+            "print(code, 'torch' in sys.modules, all(os.environ.get(k) == v for k, v in c.env.items()), c.why, sep='|')")
+    code_, torch_loaded, applied, why = run_python(code, tmp_path)
+    assert (code_, torch_loaded, applied) == ("1", "True", "True")  # the export failed in one line, after choosing
+    assert why.startswith(("cores idle at start", "load not measurable")) or "cores busy at start" in why, why
+
+
+def test_commands_that_run_no_model_and_the_import_choose_nothing(tmp_path):
+    code = ("import os, sys, segtrain, segtrain.cli as cli; from segtrain.runtime import cpu_threads; "
+            "code = cli.main(['plot', 'missing.csv']); "
+            "print(code, 'torch' in sys.modules, cpu_threads._made, 'OMP_WAIT_POLICY' in os.environ, sep='|')")
+    assert run_python(code, tmp_path) == ["1", "False", "[]", "False\n"]
+
+
+def test_a_library_user_is_told_what_threads_do():
+    assert "segtrain chooses only when a command or segtrain.train starts" in unchosen({}).why
+    assert unchosen({"OMP_WAIT_POLICY": "PASSIVE"}).why == "set by you: OMP_WAIT_POLICY=PASSIVE"

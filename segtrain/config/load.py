@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from segtrain.errors import ConfigError
+from segtrain.textfiles import read_user_text
 
 from segtrain.config.recipe import (DEFAULT_BATCH_SIZE, DEFAULT_IMAGE_SIZE, DEFAULT_INTERVAL_VALIDATE, DEFAULT_LR,
                                     DEFAULT_MAX_ITERATION, DEFAULT_MODEL, DEFAULT_OPTIMIZER, FIT_KEY,
@@ -63,6 +64,8 @@ KEYS: dict[str, tuple[Any, str]] = {
     "log_interval": (20, "print a progress line every this many iterations"),
     "max_visualizations": (9, "validation samples drawn in each visualization_viz tile"),
     "tensorboard": (False, "also log to MODEL-<output_dir>/tensorboard (needs: pip install tensorboard)"),
+    "mlflow_tracking_uri": (None, "log the run to MLflow (config, validation scores, report, log.csv, best model) at this "
+                            "tracking URI; null = MLFLOW_TRACKING_URI when set, else off (needs: pip install 'segtrain[mlflow]')"),
     "cache_mb": (1024, "memory for decoded images and masks (decoded once, not every epoch); 0 = off"),
     "threads": (None, "CPU threads for the model; null = PyTorch's default (one per core); 1 on a busy shared machine"),
     "encoder": (None, "encoder of an smp model (e.g. 'resnet34', 'mobilenet_v2', 'mit_b0'); absent = resnet34 (segformer: mit_b0)"),
@@ -104,19 +107,6 @@ def _location(text: str, pos: int) -> str:
     line = text.count("\n", 0, pos) + 1
     column = pos - (text.rfind("\n", 0, pos) + 1) + 1
     return f"line {line}, column {column}"
-
-
-def read_user_text(path: Path, error=ConfigError) -> str:
-    """A text file a person wrote: UTF-8 (with or without a BOM), else one line saying how to save it."""
-    data = Path(path).read_bytes()
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise error(f"{path}: saved as UTF-16; save it as UTF-8 (most editors offer 'UTF-8' under Save As / Encoding).")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise error(f"{path}, line {line}: byte 0x{data[e.start]:02x} is not UTF-8 (saved as Latin-1 or another "
-                    "legacy encoding?); save it as UTF-8 (most editors offer 'UTF-8' under Save As / Encoding).") from None
 
 
 MISSING_CONFIG_HINT = " or run without --config to use the defaults"
@@ -296,6 +286,10 @@ def _check_flags(cfg: dict, source: str) -> None:
             if cfg[key] > 255:
                 raise ConfigError(f"{source}: key {key!r} must be at most 255, got {cfg[key]!r}.")
     _choice(cfg, "mode", source, MODES)
+    if cfg["mlflow_tracking_uri"] is not None and not (isinstance(cfg["mlflow_tracking_uri"], str)
+                                                       and cfg["mlflow_tracking_uri"].strip()):
+        raise ConfigError(f"{source}: key 'mlflow_tracking_uri' must be a tracking URI such as \"http://host:5000\" "
+                          f"or \"sqlite:///mlflow.db\", or null; got {cfg['mlflow_tracking_uri']!r}.")
 
 
 def _resolve_recipe(cfg: dict, image_size_given: bool, source: str) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segtrain.config.load import read_user_text
 from segtrain.errors import DatasetError
+from segtrain.textfiles import read_user_text
 
 MAX_CLASSES = 254  # label index 255 is reserved internally for ignored pixels
 

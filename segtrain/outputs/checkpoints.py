@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from segtrain import __version__
+from segtrain.version import __version__
 from segtrain.outputs.atomic import atomic_open
 from segtrain.errors import CheckpointError
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from segtrain.outputs.atomic import atomic_open
@@ -82,3 +83,33 @@ def keep_rows_through(path: Path, iteration: int, validated: bool) -> int:
         with atomic_open(path, "w") as f:
             f.writelines(kept)
     return dropped
+
+
+@dataclass(frozen=True)
+class LogRow:
+    """One row of log.csv: a training step's scores (split "train") or a validation's ("valid")."""
+
+    split: str
+    epoch: int
+    iteration: int
+    loss: float
+    acc: float
+    acc_cls: float
+    mean_iu: float
+    fwavacc: float
+    elapsed_time: float
+
+
+def read_rows(path: Path) -> list[LogRow]:
+    """log.csv as written, row by row; a row a crash cut short is left out, as keep_rows_through does."""
+    rows = []
+    with open(path, encoding="utf-8", newline="") as f:
+        for line in f.read().splitlines()[1:]:
+            cells = dict(zip(COLUMNS, line.split(",")))
+            if len(cells) != len(COLUMNS) or not cells["iteration"].isdigit():
+                continue
+            split = "valid" if cells["valid/loss"] else "train"
+            rows.append(LogRow(split, int(cells["epoch"]), int(cells["iteration"]),
+                               *(float(cells[f"{split}/{metric}"]) for metric in METRICS),
+                               float(cells["elapsed_time"])))
+    return rows

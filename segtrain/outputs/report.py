@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from segtrain import __version__
+from segtrain.version import __version__
 from segtrain.outputs.atomic import atomic_open
 
 CSS = """

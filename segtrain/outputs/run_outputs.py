@@ -1,8 +1,8 @@
 """Everything a training run writes, behind one object, so the loop has no rank checks.
 
 Rank 0 (or the only process) gets `RunOutputs`: log.csv rows, the progress bar or lines, the
-visualization tiles, checkpoint.pth.tar and model_best.pth.tar, curves.png, report.html and
-TensorBoard. Other torchrun ranks get `NoOutputs`, which does nothing. Drawing problems (a full
+visualization tiles, checkpoint.pth.tar and model_best.pth.tar, curves.png, report.html,
+TensorBoard and MLflow. Other torchrun ranks get `NoOutputs`, which does nothing. Drawing problems (a full
 disk, say) are reported once and do not stop a run; its log and checkpoints are what matter most.
 """
 
@@ -20,6 +20,7 @@ from segtrain.errors import OutputError, SegtrainError
 from segtrain.outputs.checkpoints import BEST_NAME, CHECKPOINT_NAME, save_atomic
 from segtrain.outputs.curves import draw_curves, read_log
 from segtrain.outputs.logcsv import LogWriter
+from segtrain.outputs.mlflow_log import MlflowLog, tracking_uri
 from segtrain.outputs.progress import ProgressReporter
 from segtrain.outputs.report import ReportData, Validation, write_report
 from segtrain.outputs.tensorboard_log import TensorBoardLog
@@ -64,6 +65,9 @@ class RunOutputs:
                                          start_iteration=start_iteration)
         if cfg["tensorboard"]:
             self.tensorboard = TensorBoardLog(self.out_dir / "tensorboard", spec.class_names, log)
+        uri = tracking_uri(cfg)
+        self.mlflow = None if uri is None else MlflowLog(uri, self.out_dir, cfg, spec.class_names,
+                                                          resumed=start_iteration > 0, log=log)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -110,6 +114,8 @@ class RunOutputs:
         self._draw(iteration, latest, viz if tile is not None else None)
         if self.tensorboard is not None:
             self.tensorboard.validation(iteration, result, tile)
+        if self.mlflow is not None:
+            self.mlflow.validation(iteration, result)
 
     def save_checkpoint(self, checkpoint: Callable[[], dict]) -> None:
         save_atomic(checkpoint(), self.checkpoint_path)
@@ -138,6 +144,8 @@ class RunOutputs:
                     self._draw(*self.drawn)
                 self.reporter.message(f"labels to re-check: {self.out_dir / 'audit' / 'audit.csv'} (and report.html)")
         self.reporter.message(f"done: best valid mean_iu {best_mean_iu:.4f}; model in {self.out_dir / BEST_NAME}")
+        if self.mlflow is not None:
+            self.mlflow.done()
 
     def _draw(self, iteration: int, latest: Validation, viz: Path | None) -> None:
         self.drawn = (iteration, latest, viz)
@@ -158,6 +166,8 @@ class RunOutputs:
         if self.tensorboard is not None:
             self.tensorboard.close()
         self.writer.close()
+        if self.mlflow is not None:  # after log.csv's last row is written
+            self.mlflow.close()
 
 
 class NoOutputs:

@@ -4,9 +4,12 @@ PyTorch's OpenMP threads spin for a while at the end of every parallel op before
 idle cores that is the fastest choice (bench/threads.py: sleeping at once, OMP_WAIT_POLICY=PASSIVE,
 made a training step 1.25-1.4x slower on an idle 2-core machine). Beside another busy process the
 same spinning takes the core from the very thread it waits for: 1.5-2x slower than PASSIVE there.
-So segtrain looks at the cores for 0.15 s (the quietest of three windows) and at the 1-minute load average when it
-is imported: idle cores keep PyTorch's own defaults; busy ones get threads that sleep while they
-wait. The thread count stays PyTorch's (one per core) either way, although one thread per free
+So a segtrain command (the CLI, or segtrain.train in a script or notebook) looks at the cores for
+0.15 s (the quietest of three windows) and at the 1-minute load average when it starts, before torch
+loads: idle cores keep PyTorch's own defaults; busy ones get threads that sleep while they wait.
+`import segtrain` does none of this: a library user who loads torch before training (or never trains)
+gets PyTorch's defaults, or what OMP_WAIT_POLICY/GOMP_SPINCOUNT say. The thread count stays PyTorch's
+(one per core) either way, although one thread per free
 core measured faster beside a busy process for LR-ASPP: the count changes the order of float
 sums, so a run would then depend on the machine's load at its start, and two runs of one config
 must match. A value the user set (OMP_WAIT_POLICY, GOMP_SPINCOUNT, or the config's `threads`)
@@ -105,7 +108,30 @@ def choose_before_torch_loads(environ=os.environ) -> Choice:
     if "torch" in sys.modules:  # a script imported torch first: libgomp has read its settings already
         return Choice({}, "torch was loaded before segtrain: its thread settings stay as they were")
     if any(k in environ for k in WAIT_KEYS):
-        return Choice({}, "set by you: " + ", ".join(f"{k}={environ[k]}" for k in WAIT_KEYS if k in environ))
+        return unchosen(environ)
     choice = decide(dict(environ), available_cores(), busy_cores())
     environ.update(choice.env)
     return choice
+
+
+_made: list[Choice] = []  # the choice of this process, once a command has made it
+
+
+def choose_at_start(environ=os.environ) -> Choice:
+    """The choice of this process: made (and applied) at the first call, by a command or segtrain.train
+    starting, then kept (libgomp reads it once, when torch loads)."""
+    if not _made:
+        _made.append(choose_before_torch_loads(environ))
+    return _made[0]
+
+
+def current(environ=os.environ) -> Choice:
+    """What this process runs with, for the training log; nothing is measured or set here."""
+    return _made[0] if _made else unchosen(environ)
+
+
+def unchosen(environ) -> Choice:
+    """What a process gets when no command chose (a library user who loaded torch first)."""
+    given = ", ".join(f"{k}={environ[k]}" for k in WAIT_KEYS if k in environ)
+    return Choice({}, f"set by you: {given}" if given else
+                  "PyTorch's defaults: segtrain chooses only when a command or segtrain.train starts before torch loads")

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from segtrain import CPU_THREADS
 from segtrain.config.recipe import fit_recipe
 from segtrain.data.classes import voc_colormap
 from segtrain.data.folder import DataSpec, check_batchable, inspect_root
@@ -30,7 +29,7 @@ from segtrain.outputs.checkpoints import load_weights, read_checkpoint, training
 from segtrain.outputs.logcsv import keep_rows_through
 from segtrain.outputs.run_folder import output_folder
 from segtrain.paths import from_root
-from segtrain.runtime import distributed, interrupt
+from segtrain.runtime import cpu_threads, distributed, interrupt
 from segtrain.runtime.device import select_device
 from segtrain.runtime.workers import plan_workers
 from segtrain.training.budget import continue_plan
@@ -127,7 +126,7 @@ def describe(root: Path, cfg: dict, spec: DataSpec, device: torch.device, ctx: d
         + (f"; validating an EMA of the weights (decay {cfg['ema_decay']:g})" if cfg["ema_decay"] is not None else ""))
     if device.type == "cpu":
         log(f"CPU threads: {torch.get_num_threads()} ("
-            + ("the config's `threads`" if cfg["threads"] is not None else CPU_THREADS.why)
+            + ("the config's `threads`" if cfg["threads"] is not None else cpu_threads.current().why)
             + "; set `threads`, OMP_NUM_THREADS or OMP_WAIT_POLICY to choose)")
     if ctx.enabled:
         log(f"distributed: {ctx.world_size} processes ({'NCCL' if device.type == 'cuda' else 'gloo'}); "

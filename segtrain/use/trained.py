@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from segtrain import __version__
+from segtrain.version import __version__
 from segtrain.outputs.checkpoints import read_checkpoint
 from segtrain.data.classes import voc_colormap
 from segtrain.config.load import with_defaults
@@ -121,13 +121,17 @@ class TorchPredictor:
         """Images with the same key share a batch: the model input's shape."""
         return tuple(self.image_size) if self.image_size is not None else image.shape[:2]
 
-    def logits(self, images: list[np.ndarray]) -> list[torch.Tensor]:
-        """Per HxWx3 uint8 image, float32 logits (C, H, W) at its native size; the images share one batch_key."""
+    def logits(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Per HxWx3 uint8 image, float32 logits (C, H, W) at its native size, as ExportedPredictor's
+        (use/predictor.py: the one protocol); the images share one batch_key."""
+        return [one.cpu().numpy() for one in self._native_logits(images)]
+
+    def masks(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """HxW uint8 class indices per HxWx3 uint8 image (the argmax taken on the model's device)."""
+        return [class_map(one, 0).to(torch.uint8).cpu().numpy() for one in self._native_logits(images)]
+
+    def _native_logits(self, images: list[np.ndarray]) -> list[torch.Tensor]:
         cfg = self.trained.config
         batch = torch.stack([eval_input(image, self.transform) for image in images])
         return native_logits(self.trained.model, batch, [image.shape[:2] for image in images], cfg["amp"],
                              self.trained.channels_last, self.tile, self.overlap, self.tta)
-
-    def masks(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """HxW uint8 class indices per HxWx3 uint8 image."""
-        return [class_map(one, 0).to(torch.uint8).cpu().numpy() for one in self.logits(images)]
