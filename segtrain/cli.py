@@ -85,6 +85,15 @@ EPILOG_EXPORT = """examples:
   segtrain export --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --format onnx --int8 --calibrate-on ~/clouds --out cloud-int8.onnx
 """
 
+EPILOG_WEIGHTS = """examples:
+  segtrain weights ~/weights                         # on a machine with internet: the models the recipe may choose
+  segtrain weights ~/weights --model fcn_resnet50 --model unet --encoder resnet34
+  # then, on the machine without internet:
+  segtrain train ~/clouds --set weights_dir='"/path/to/weights"'     # or: export SEGTRAIN_WEIGHTS=/path/to/weights
+
+The folder holds checkpoints/ (torchvision's files, as in torch.hub's folder) and huggingface/ (a
+Hugging Face cache for segmentation_models_pytorch's encoders); copy it along whole."""
+
 EPILOG_CHECK = "example:\n  segtrain check ~/clouds   # counts, sizes, label encoding, pixel share per class, problems"
 
 EPILOG_DEMO = "example:\n  segtrain demo ./demo   # then open ./demo/MODEL-demo/"
@@ -178,6 +187,13 @@ def _download_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--archive", type=Path, help="use this already-downloaded archive instead of downloading")
 
 
+def _weights_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out", type=Path, help="folder to fill (created when missing; kept files are checked, not fetched again)")
+    p.add_argument("--model", action="append", default=[], metavar="NAME",
+                   help="a registered model (repeatable); default: the models the recipe may choose")
+    p.add_argument("--encoder", help="encoder of the smp models named (default: each one's default)")
+
+
 def _plot_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("log", type=Path, help="a log.csv written by segtrain or the original tool")
     p.add_argument("--out", type=Path, help="picture to write (default: curves.png next to the log)")
@@ -228,6 +244,8 @@ COMMANDS = {
              lambda a: commands.init(a.root)),
     "download": ("download an example dataset and arrange it for training", EPILOG_DOWNLOAD, _download_arguments,
                  _download),
+    "weights": ("fetch ImageNet backbone weights into a folder, for machines without internet", EPILOG_WEIGHTS,
+                _weights_arguments, lambda a: commands.weights(a.out, a.model, a.encoder)),
     "plot": ("draw curves.png (loss, mean IoU, accuracy) from a log.csv", EPILOG_PLOT, _plot_arguments,
              lambda a: commands.plot(a.log, a.out)),
     "demo": ("make a small synthetic sky/cloud folder and train on it (a few minutes on a CPU)", EPILOG_DEMO,

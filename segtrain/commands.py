@@ -100,6 +100,24 @@ def plot(log: Path, out: Path | None) -> None:
     print(f"wrote {plot_log(log, out)}")
 
 
+def weights(out: Path, models: list[str], encoder: str | None) -> None:
+    from segtrain.config.recipe import DEFAULT_MODEL, THIN_MODEL
+    from segtrain.models.registry import MODEL_NAMES
+    from segtrain.models.weights import ENVIRONMENT, fetch
+    from segtrain.paths import output_folder
+
+    wanted = [(name, encoder) for name in models] or [(DEFAULT_MODEL, None), THIN_MODEL]
+    for name, _ in wanted:
+        if name not in MODEL_NAMES:
+            raise ConfigError(f"--model {name}: unknown model; known models: {', '.join(MODEL_NAMES)}.")
+    output_folder(out, "weights")
+    for name, chosen_encoder in wanted:
+        path = fetch(out, name, chosen_encoder)
+        print(f"{name}{f' (encoder {chosen_encoder})' if chosen_encoder else ''}: {path} "
+              f"({path.stat().st_size / 2**20:.0f} MB)")
+    print(f"Bring {out} along and set \"weights_dir\" in config.list (or {ENVIRONMENT}) to its path there.")
+
+
 def init(root: Path) -> None:
     from segtrain.data.starter import plan, write_starter
 

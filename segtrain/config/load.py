@@ -53,6 +53,9 @@ KEYS: dict[str, tuple[Any, str]] = {
     "ignore_index": (None, "label value to ignore in loss and metrics (e.g. 255 or a void class)"),
     "label_threshold": (None, "grey value above which a pixel is class 1 (two-class masks)"),
     "pretrained_backbone": (None, "ImageNet backbone weights: true, false, or null = if available"),
+    "weights_dir": (None, "folder of ImageNet weights brought along for a machine without internet (written by "
+                    "`segtrain weights`; relative to ROOT); null = the SEGTRAIN_WEIGHTS environment variable, else "
+                    "torch's and Hugging Face's caches, else a download"),
     "augment": (True, "random flips, scale-crop and colour jitter during training"),
     "sync_bn": (False, "SyncBatchNorm across GPUs under torchrun (CUDA only)"),
     "amp": (False, "mixed precision on CUDA (bf16 where supported)"),
@@ -243,6 +246,8 @@ def resolve(raw: dict[str, Any], source: str = "config.list", name_max: int = NA
     _output_dir(cfg["output_dir"], source, name_max)
     if not isinstance(cfg["pretrained_net"], str):
         raise ConfigError(f"{source}: key 'pretrained_net' must be a path string or \"\".")
+    if cfg["weights_dir"] is not None and not (isinstance(cfg["weights_dir"], str) and cfg["weights_dir"]):
+        raise ConfigError(f"{source}: key 'weights_dir' must be a folder path string or null.")
     return cfg
 
 

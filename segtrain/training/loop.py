@@ -93,7 +93,7 @@ def open_outputs(run: TrainingRun, valid_set) -> RunOutputs | NoOutputs:
     if not run.ctx.is_main:
         return NoOutputs()
     return RunOutputs(run.out_dir, run.cfg, run.spec, run.colors, valid_set, run.progress.iteration, run.log,
-                      run.unlabeled)
+                      run.unlabeled, run.weights_source)
 
 
 def say_if_finished(run: TrainingRun) -> None:
