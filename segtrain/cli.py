@@ -7,6 +7,7 @@ waggle_cloud`, data at /data) is recognised by its leading option.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import traceback
 from pathlib import Path
@@ -124,6 +125,11 @@ def _resume_arguments(p: argparse.ArgumentParser) -> None:
 def _train_arguments(p: argparse.ArgumentParser) -> None:
     _config_arguments(p)
     _resume_arguments(p)
+    p.add_argument("--device", help="'auto', 'cpu', 'cuda' or 'cuda:N' (the same as --set device=...)")
+
+
+def _with_device(overrides: list[str], device: str | None) -> list[str]:
+    return overrides if device is None else [*overrides, f"device={json.dumps(device)}"]
 
 
 def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
@@ -227,7 +233,8 @@ def _download(a) -> None:
 # name: (help, epilog, adds its arguments, runs it with the parsed arguments)
 COMMANDS = {
     "train": ("train a model on a data folder", EPILOG_TRAIN, _train_arguments,
-              lambda a: commands.train(a.root, a.config, a.overrides, a.image_type, a.resume, a.stop_after)),
+              lambda a: commands.train(a.root, a.config, _with_device(a.overrides, a.device), a.image_type, a.resume,
+                                       a.stop_after)),
     "check": ("check a data folder and its config without training; print a dataset report", EPILOG_CHECK,
               _config_arguments, lambda a: commands.check(a.root, a.config, a.overrides, a.image_type)),
     "evaluate": ("score a trained model on labelled images", EPILOG_EVALUATE, _evaluate_arguments,

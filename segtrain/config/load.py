@@ -162,8 +162,23 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+# Keys of other training tools (Ultralytics, mmsegmentation, Keras) that people type first: what to use here.
+OTHER_TOOLS_KEYS = {
+    "epochs": "segtrain counts iterations (one batch each), not epochs: set max_iteration (an epoch is "
+              "training images / batch_size iterations) or a time_budget such as \"30m\"",
+    "imgsz": "use image_size (an int or [H, W])",
+    "batch": "use batch_size",
+    "lr0": "use lr",
+    "learning_rate": "use lr",
+    "workers": "use n_workers",
+    "num_classes": "the classes are the lines of class_names.list",
+}
+
+
 def _check_known(raw: dict[str, Any], source: str) -> None:
     for key in raw:
+        if key in OTHER_TOOLS_KEYS:
+            raise ConfigError(f"{source}: unknown key {key!r}; {OTHER_TOOLS_KEYS[key]}.")
         if key not in KEYS:
             near = difflib.get_close_matches(key, list(KEYS), n=1)
             hint = f" Did you mean {near[0]!r}?" if near else f" Known keys: {', '.join(KEYS)}."
