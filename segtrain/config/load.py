@@ -50,7 +50,10 @@ KEYS: dict[str, tuple[Any, str]] = {
     "seed": (0, "random seed; two runs of one config match on the CPU"),
     "device": ("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'"),
     "valid_fraction": (0.2, "share of train/ held out for validation when there is no valid/"),
-    "ignore_index": (None, "label value to ignore in loss and metrics (e.g. 255 or a void class)"),
+    "ignore_index": (None, "mask value that is no class: neither learned nor scored (e.g. CamVid's 11, VOC's 255)"),
+    "void_class": (None, "name of a class outside what you measure (a fisheye lens's border, \"undefined\"): the model "
+                   "learns to find it, but it is left out of the mean IoU (reported apart) and of every class fraction's "
+                   "denominator (predict, the edge app); null = none"),
     "label_threshold": (None, "grey value above which a pixel is class 1 (two-class masks)"),
     "pretrained_backbone": (None, "ImageNet backbone weights: true, false, or null = if available"),
     "weights_dir": (None, "folder of ImageNet weights brought along for a machine without internet (written by "
@@ -261,6 +264,8 @@ def resolve(raw: dict[str, Any], source: str = "config.list", name_max: int = NA
     _output_dir(cfg["output_dir"], source, name_max)
     if not isinstance(cfg["pretrained_net"], str):
         raise ConfigError(f"{source}: key 'pretrained_net' must be a path string or \"\".")
+    if cfg["void_class"] is not None and not (isinstance(cfg["void_class"], str) and cfg["void_class"]):
+        raise ConfigError(f"{source}: key 'void_class' must be the name of a class in class_names.list, or null.")
     if cfg["weights_dir"] is not None and not (isinstance(cfg["weights_dir"], str) and cfg["weights_dir"]):
         raise ConfigError(f"{source}: key 'weights_dir' must be a folder path string or null.")
     return cfg

@@ -25,6 +25,17 @@ def voc_colormap(n: int) -> list[list[int]]:
     return colors
 
 
+def void_class(class_names: list[str], cfg: dict, where: str = "config") -> int | None:
+    """The index of the config's "void_class" among the classes (None: no void class)."""
+    name = cfg.get("void_class")
+    if name is None:
+        return None
+    if name not in class_names:
+        raise DatasetError(f"{where}: key 'void_class' is {name!r}, which is not a class of class_names.list "
+                           f"({', '.join(class_names)}). Name one of them, or set it to null.")
+    return class_names.index(name)
+
+
 def read_class_names(path: Path) -> list[str]:
     if not path.is_file():
         raise DatasetError(

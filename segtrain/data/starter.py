@@ -22,6 +22,7 @@ from segtrain.config.load import KEYS, resolve
 from segtrain.data.folder import check_sizes, find_splits
 from segtrain.errors import DatasetError, OutputError, SegtrainError
 from segtrain.data.labels import DETECTION_SAMPLE, LOSSY_SUFFIXES, detect_decoder, read_mask, spread_sample
+from segtrain.data.void import find_void
 
 MAX_GUESSED_LEVELS = 16  # more distinct values than this look like a photo or lossy noise, not classes
 
@@ -127,17 +128,29 @@ def plan(root: Path, class_names: list[str] | None = None, fallback: dict | None
     config = recipe.written_out()
     if class_names is not None:
         colors = classes.colors if classes is not None else None
+        decoder, unexplained = None, None
         try:
             decoder = detect_decoder(labels, class_names, colors)
         except DatasetError as e:
             if not fallback:
-                problems.append(str(e))
-                decoder = None
+                unexplained = str(e)
             else:
                 decoder = detect_decoder(labels, class_names, colors, threshold=fallback.get("label_threshold"))
                 config.update(fallback)
+        void = find_void(labels, class_names, decoder, classes is not None, config)
+        config.update(void.settings)
+        if "ignore_index" in void.settings:  # the value that no class explained
+            decoder, unexplained = detect_decoder(labels, class_names, colors, void.settings["ignore_index"]), None
+        if void.rename:
+            class_names = [void.rename.get(k, name) for k, name in enumerate(class_names)]
+            classes.names = class_names
+            classes.meaning = [meaning.replace(f"class{k} =", f"{name} =", 1)
+                               for k, (meaning, name) in enumerate(zip(classes.meaning, class_names))]
+        if unexplained is not None:
+            problems.append(unexplained)
         if decoder is not None:
             found.append(f"labels: {decoder.describe()}")
+        found.extend(f"void: {note}" for note in void.notes)
     resolved = resolve(config, "starter config")  # what init writes must be what train and check accept
     fitted = fitted_choices(root, resolved, class_names) if class_names is not None and not problems else []
     return Starter(root, config, classes, found, problems, fitted)
