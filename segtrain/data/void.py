@@ -95,8 +95,9 @@ def find_void(label_paths: list[Path], class_names: list[str], decoder: LabelDec
         value = outside_value(greys, len(class_names))
         if value is not None:
             found.settings["ignore_index"] = value
-            found.notes.append(f"mask value {value} is outside the {len(class_names)} classes (0..{len(class_names) - 1}): "
-                               f"\"ignore_index\": {value} (no class: neither learned nor scored)")
+            found.notes.append(f"mask value {value} is outside the {len(class_names)} classes "
+                               f"(0..{len(class_names) - 1}): \"ignore_index\": {value} (no class: neither learned "
+                               "nor scored)")
         return found
     border = border_value(masks) if decoder is not None else None
     if border is None:

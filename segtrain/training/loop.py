@@ -72,8 +72,8 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
             progress.epoch = progress.iteration // sampler.batches_per_epoch
             loss, hist = run.stepper.global_step(images, masks, progress.iteration, run.ctx,
                                                  next(unlabeled) if unlabeled is not None else None)
-            outputs.train_row(progress.iteration, progress.epoch, {**row_scores(hist, run.spec.void), "loss": loss}, run.stepper.lr,
-                              run.elapsed())
+            outputs.train_row(progress.iteration, progress.epoch, {**row_scores(hist, run.spec.void), "loss": loss},
+                              run.stepper.lr, run.elapsed())
             if unlabeled is not None:
                 outputs.unlabeled_step(progress.iteration, *run.stepper.consistency.stats())
             progress.iteration += 1
