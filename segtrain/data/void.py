@@ -14,17 +14,15 @@ the user named as something else), init and check ask.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from segtrain.data.classes import void_name
 from segtrain.data.labels import DETECTION_SAMPLE, IGNORE, LabelDecoder, read_mask, spread_sample
 
-VOID_NAMES = {"void", "undefined", "ignore", "ignored", "unlabeled", "unlabelled", "unknown", "dontcare",
-              "outside", "background-outside", "border", "lens-border", "no-data", "nodata", "invalid", "masked"}
 BORDER_MIN_SHARE = 0.02  # of the image: a lens border or a blacked-out sun, not a stray pixel
 BORDER_MIN_MASKS = 3  # agreement of fewer masks says nothing
 BORDER_ELSEWHERE_MAX = 0.001  # share of the value's pixels outside the region: the border's value is found only there
@@ -35,10 +33,6 @@ class VoidFinding:
     settings: dict = field(default_factory=dict)  # config keys whose values are clear
     rename: dict[int, str] = field(default_factory=dict)  # guessed class index -> "void"
     notes: list[str] = field(default_factory=list)  # what was seen, and questions where it is not clear
-
-
-def void_name(name: str) -> bool:
-    return re.sub(r"[\s_]+", "-", name.strip().lower()).replace("'", "") in VOID_NAMES
 
 
 def sampled_greys(label_paths: list[Path]) -> tuple[set[int], list[np.ndarray]]:

@@ -101,7 +101,8 @@ class RunOutputs:
         self.writer.row("valid", epoch, iteration, result, elapsed)
         self.reporter.validation(iteration, result, self.spec.class_names, is_best)
         viz = self.out_dir / "visualization_viz" / f"iter{iteration:012d}.jpg"
-        tile = write_visualization(viz, [(*self.valid_set.load(i), pred) for i, pred in shown], self.colors)
+        tile = write_visualization(viz, [(*self.valid_set.load(i), pred) for i, pred in shown], self.spec.class_names,
+                                   self.colors)
         payload = checkpoint()
         if is_best:
             save_atomic(payload, self.out_dir / BEST_NAME)

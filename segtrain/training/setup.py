@@ -18,7 +18,7 @@ from torch import nn
 
 from segtrain import CPU_THREADS
 from segtrain.config.recipe import fit_recipe
-from segtrain.data.classes import voc_colormap
+from segtrain.data.classes import default_colors
 from segtrain.data.folder import DataSpec, check_batchable, inspect_root
 from segtrain.data.transforms import MEAN, STD
 from segtrain.data.unlabeled import Unlabeled, find_unlabeled
@@ -201,7 +201,7 @@ def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: st
                       # validation and checkpoints use the plain module: eval-mode and size changes
                       # would each compile again
                       compiled=torch.compile(model) if cfg["compile"] else None, consistency=consistency)
-    run = TrainingRun(root, cfg, spec, stepper, ctx, spec.class_colors or voc_colormap(len(spec.class_names)),
+    run = TrainingRun(root, cfg, spec, stepper, ctx, spec.class_colors or default_colors(spec.class_names),
                       out_dir, Progress(), workers, log, unlabeled=unlabeled, weights_source=weights_source)
     if ckpt is not None:
         continue_from(run, ckpt, ckpt_path, schedule)

@@ -84,7 +84,8 @@ def audit(root: Path, checkpoint: Path, out: Path | None = None, top: int = 20, 
     write_csv(out / CSV_NAME, rows, root)
     for row in rows[:top]:
         image, mask = dataset.load(row.doubt.index)
-        picture = side_by_side(image, [mask, predictor.masks([image])[0]], predictor.class_colors)
+        picture = side_by_side(image, [mask, predictor.masks([image])[0]], predictor.class_names,
+                               predictor.class_colors, ["image", "mask", "model"])
         write_atomic(out / row.picture, lambda f: Image.fromarray(picture).save(f, format="PNG"))
     log(f"audit: {len(rows)} pair(s) scored; most doubtful first (loss = mean cross-entropy of the mask under the "
         "model; disagree = share of pixels whose prediction is another class):")
