@@ -205,6 +205,23 @@ def download(name: str, dest: PathLike, *, url: str | None = None, archive: Path
     return download_dataset(name, Path(dest), url=url, archive=_path(archive), log=log)
 
 
+def fetch_weights(out: PathLike, models: list[str] | None = None, *, encoder: str | None = None) -> dict[str, Path]:
+    """`segtrain weights`: ImageNet weights for `models` (default: the ones the recipe may choose) into
+    the folder `out`, for a machine without internet ("weights_dir" or SEGTRAIN_WEIGHTS there); returns
+    each model's file."""
+    from segtrain.config.recipe import DEFAULT_MODEL, THIN_MODEL
+    from segtrain.models.registry import MODEL_NAMES
+    from segtrain.models.weights import fetch
+    from segtrain.paths import output_folder
+
+    wanted = [(name, encoder) for name in models] if models else [(DEFAULT_MODEL, None), THIN_MODEL]
+    for name, _ in wanted:
+        if name not in MODEL_NAMES:
+            raise ConfigError(f"--model {name}: unknown model; known models: {', '.join(MODEL_NAMES)}.")
+    folder = output_folder(Path(out), "weights")
+    return {name + (f" (encoder {chosen})" if chosen else ""): fetch(folder, name, chosen) for name, chosen in wanted}
+
+
 def plot(log_csv: PathLike, out: PathLike | None = None) -> Path:
     """curves.png (loss, mean IoU, accuracy) from a log.csv; returns the picture's path."""
     from segtrain.outputs.curves import plot_log

@@ -7,6 +7,7 @@ waggle_cloud`, data at /data) is recognised by its leading option.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import traceback
 from pathlib import Path
@@ -86,6 +87,15 @@ EPILOG_EXPORT = """examples:
   segtrain export --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --format onnx --int8 --calibrate-on ~/clouds --out cloud-int8.onnx
 """
 
+EPILOG_WEIGHTS = """examples:
+  segtrain weights ~/weights                         # on a machine with internet: the models the recipe may choose
+  segtrain weights ~/weights --model fcn_resnet50 --model unet --encoder resnet34
+  # then, on the machine without internet:
+  segtrain train ~/clouds --set weights_dir='"/path/to/weights"'     # or: export SEGTRAIN_WEIGHTS=/path/to/weights
+
+The folder holds checkpoints/ (torchvision's files, as in torch.hub's folder) and huggingface/ (a
+Hugging Face cache for segmentation_models_pytorch's encoders); copy it along whole."""
+
 EPILOG_CHECK = "example:\n  segtrain check ~/clouds   # counts, sizes, label encoding, pixel share per class, problems"
 
 EPILOG_DEMO = "example:\n  segtrain demo ./demo   # then open ./demo/MODEL-demo/"
@@ -116,6 +126,11 @@ def _resume_arguments(p: argparse.ArgumentParser) -> None:
 def _train_arguments(p: argparse.ArgumentParser) -> None:
     _config_arguments(p)
     _resume_arguments(p)
+    p.add_argument("--device", help="'auto', 'cpu', 'cuda' or 'cuda:N' (the same as --set device=...)")
+
+
+def _with_device(overrides: list[str], device: str | None) -> list[str]:
+    return overrides if device is None else [*overrides, f"device={json.dumps(device)}"]
 
 
 def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
@@ -179,6 +194,13 @@ def _download_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--archive", type=Path, help="use this already-downloaded archive instead of downloading")
 
 
+def _weights_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out", type=Path, help="folder to fill (created when missing; kept files are checked, not fetched again)")
+    p.add_argument("--model", action="append", default=[], metavar="NAME",
+                   help="a registered model (repeatable); default: the models the recipe may choose")
+    p.add_argument("--encoder", help="encoder of the smp models named (default: each one's default)")
+
+
 def _plot_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("log", type=Path, help="a log.csv written by segtrain or the original tool")
     p.add_argument("--out", type=Path, help="picture to write (default: curves.png next to the log)")
@@ -192,7 +214,8 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
 # name: (help, epilog, adds its arguments, runs it with the parsed arguments)
 COMMANDS = {
     "train": ("train a model on a data folder", EPILOG_TRAIN, _train_arguments,
-              lambda a: commands.train(a.root, a.config, a.overrides, a.image_type, a.resume, a.stop_after)),
+              lambda a: commands.train(a.root, a.config, _with_device(a.overrides, a.device), a.image_type, a.resume,
+                                       a.stop_after)),
     "check": ("check a data folder and its config without training; print a dataset report", EPILOG_CHECK,
               _config_arguments, lambda a: commands.check(a.root, a.config, a.overrides, a.image_type)),
     "evaluate": ("score a trained model on labelled images", EPILOG_EVALUATE, _evaluate_arguments,
@@ -211,6 +234,8 @@ COMMANDS = {
              lambda a: commands.init(a.root)),
     "download": ("download an example dataset and arrange it for training", EPILOG_DOWNLOAD, _download_arguments,
                  lambda a: commands.download(a.name, a.dest, a.url, a.archive)),
+    "weights": ("fetch ImageNet backbone weights into a folder, for machines without internet", EPILOG_WEIGHTS,
+                _weights_arguments, lambda a: commands.weights(a.out, a.model, a.encoder)),
     "plot": ("draw curves.png (loss, mean IoU, accuracy) from a log.csv", EPILOG_PLOT, _plot_arguments,
              lambda a: commands.plot(a.log, a.out)),
     "demo": ("make a small synthetic sky/cloud folder and train on it (a few minutes on a CPU)", EPILOG_DEMO,

@@ -86,6 +86,14 @@ def plot(log: Path, out: Path | None) -> None:
     print(f"wrote {api.plot(log, out)}")
 
 
+def weights(out: Path, models: list[str], encoder: str | None) -> None:
+    from segtrain.models.weights import ENVIRONMENT
+
+    for name, path in api.fetch_weights(out, models, encoder=encoder).items():
+        print(f"{name}: {path} ({path.stat().st_size / 2**20:.0f} MB)")
+    print(f"Bring {out} along and set \"weights_dir\" in config.list (or {ENVIRONMENT}) to its path there.")
+
+
 def init(root: Path) -> None:
     api.init(root)
 

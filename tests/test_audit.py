@@ -12,7 +12,7 @@ from PIL import Image
 from conftest import run_cli, tiny_config, write_config
 from segtrain.cli import main
 from segtrain.data.synthetic import write_sky_folder
-from segtrain.outputs.visualize import GAP
+from segtrain.outputs.visualize import GAP, LINE
 from test_run_outputs import ReportParser, _image_from_data_uri
 
 CKPT = "MODEL-tiny/model_best.pth.tar"
@@ -66,8 +66,10 @@ def test_planted_bad_masks_rank_first_with_pictures(planted, tmp_path):
     pictures = sorted(p.name for p in out.glob("*.png"))
     assert pictures == [f"{k:03d}_{rows[k - 1]['split']}_{rows[k - 1]['image'].split('/')[-1][:-4]}.png"
                         for k in (1, 2, 3)]
-    # image | mask | model, each at the 32 px image's size
-    assert Image.open(out / pictures[0]).size == (3 * 32 + 2 * GAP, 32)
+    # image | mask | model, each at the 32 px image's size, under their titles and above the legend
+    with Image.open(out / pictures[0]) as picture:
+        assert picture.size == (3 * 32 + 2 * GAP, LINE + 32 + LINE + 2)
+        assert np.asarray(picture)[LINE:LINE + 32].std() > 0 and np.asarray(picture)[:LINE].min() < 128  # titles drawn
     assert sorted(p.name for p in out.iterdir()) == sorted(pictures + ["audit.csv"])
     assert tree(planted) == before  # nothing written beside the data or the run
     assert "16 pair(s) scored" in result.stdout and str(out) in result.stdout
@@ -96,7 +98,7 @@ def test_report_after_training_shows_the_audit_of_the_best_weights(planted):
     assert [row[3] for row in table[1:]] == [f"{float(r['loss']):.3f}" for r in rows[:10]]
     assert len(rows) == 16 and len(list(audit.glob("*.png"))) == 10
     with _image_from_data_uri(parser.images["recheck"]) as picture:  # the last row's image | mask | model
-        assert picture.size == (3 * 32 + 2 * GAP, 32)
+        assert picture.size == (3 * 32 + 2 * GAP, LINE + 32 + LINE + 2)
 
 
 def test_bad_input_is_one_line_and_writes_nothing(planted, tmp_path, capsys):

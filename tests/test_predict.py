@@ -9,7 +9,7 @@ from PIL import Image
 
 from conftest import run_cli, save_fresh_checkpoint
 from segtrain.cli import main
-from segtrain.data.classes import voc_colormap
+from segtrain.data.classes import default_colors
 from segtrain.errors import ConfigError
 from segtrain.use.export import export
 from segtrain.use.predict import predict
@@ -54,7 +54,7 @@ def test_predict_a_folder_of_mixed_sizes_and_modes(trained_root, tmp_path):
         source = Image.open(folder / name)
         mask_file = Image.open(out / (name.rsplit(".", 1)[0] + ".png"))
         assert mask_file.mode == "P" and mask_file.size == source.size
-        assert mask_file.getpalette()[:6] == [v for c in voc_colormap(2) for v in c]
+        assert mask_file.getpalette()[:6] == [v for c in default_colors(["sky", "cloud"]) for v in c]
         mask = np.asarray(mask_file)
         assert set(np.unique(mask)) <= {0, 1}
         # the cloud cover an edge plugin computes: share of pixels whose argmax is `cloud`

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from conftest import SHARED_DATA, run_cli, tiny_config, write_config
+from segtrain.outputs.visualize import GAP
 from segtrain.cli import main
 from segtrain.outputs.logcsv import HEADER
 from segtrain.data.synthetic import write_sky_folder
@@ -45,7 +46,7 @@ def test_training_writes_log_checkpoints_and_visualizations(sky_root):
     viz = sorted(p.name for p in (out / "visualization_viz").iterdir())
     assert viz == ["iter000000000000.jpg", "iter000000000003.jpg", "iter000000000006.jpg"]
     w, h = Image.open(out / "visualization_viz" / viz[0]).size
-    assert w > h  # 4 samples: a 2x2 grid of 3-wide, 2-high tiles
+    assert w == 2 * 3 * 32 + GAP and h > 2 * 2 * 32 + GAP  # 4 samples: a 2x2 grid of 3-wide, 2-high tiles, titled
 
 
 def test_loss_falls_with_the_default_recipe(tmp_path):

@@ -16,7 +16,8 @@ from segtrain.config.load import resolve
 from segtrain.data.synthetic import write_sky_folder
 from segtrain.errors import ConfigError
 from segtrain.models import smp_models
-from segtrain.models.registry import MODEL_NAMES, build_model, resolve_backbone_weights
+from segtrain.models.registry import MODEL_NAMES, build_model
+from segtrain.models.weights import Weights, resolve as resolve_weights
 from test_distributed import single_process_evaluate, torchrun
 from test_resume import assert_same_state, metric_rows
 
@@ -124,14 +125,15 @@ def test_offline_encoder_weights_warn_once_and_train_from_scratch(monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
     lines = []
-    assert resolve_backbone_weights("unet", None, lines.append, "resnet18") is None
+    assert resolve_weights("unet", "resnet18", None, None, lines.append).file is None
     assert len(lines) == 1 and lines[0].startswith("warning: no ImageNet weights for unet with encoder resnet18 "
-                                                   "(offline?); training from scratch. To use them, download"), lines
-    assert "smp-hub/resnet18.imagenet" in lines[0]
+                                                   "(offline? OSError; Hugging Face repo smp-hub/resnet18.imagenet); "
+                                                   "training from scratch. To use them, on a machine with internet "
+                                                   "run `segtrain weights DIR --model unet --encoder resnet18`"), lines
     with pytest.raises(ConfigError) as e:
-        resolve_backbone_weights("unet", True, lines.append, "resnet18")
-    assert "pretrained_backbone is true but ImageNet weights for unet with encoder resnet18" in str(e.value)
-    assert resolve_backbone_weights("unet", False, lines.append, "resnet18") is None and len(lines) == 1
+        resolve_weights("unet", "resnet18", True, None, lines.append)
+    assert "pretrained_backbone is true but no ImageNet weights for unet with encoder resnet18" in str(e.value)
+    assert resolve_weights("unet", "resnet18", False, None, lines.append).file is None and len(lines) == 1
 
 
 def test_cached_encoder_weights_are_loaded_without_a_word(tmp_path, monkeypatch):
@@ -144,14 +146,15 @@ def test_cached_encoder_weights_are_loaded_without_a_word(tmp_path, monkeypatch)
     save_file(imagenet, str(tmp_path / "model.safetensors"))
     calls = []
 
-    def cache_only(repo, filename, revision=None, local_files_only=False):
+    def cache_only(repo, filename, revision=None, cache_dir=None, local_files_only=False):
+        assert cache_dir is None  # no weights folder: Hugging Face's own cache
         calls.append((repo, filename, local_files_only))
         assert local_files_only, "downloaded although cached"
         return str(tmp_path / filename)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", cache_only)
     lines = []
-    weights = resolve_backbone_weights("unet", True, lines.append, "mobilenet_v2")
+    weights = resolve_weights("unet", "mobilenet_v2", True, None, lines.append)
     torch.manual_seed(4)
     model = build_model("unet", 2, backbone_weights=weights, encoder="mobilenet_v2")
     for key, tensor in imagenet.items():
@@ -204,5 +207,5 @@ def test_torchrun_of_an_smp_model_matches_single_process_evaluation(tmp_path):
 def test_a_damaged_cached_weights_file_is_one_line(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(ConfigError) as e:
-        build_model("unet", 2, backbone_weights=str(tmp_path / "model.safetensors"), encoder="mobilenet_v2")
+        build_model("unet", 2, backbone_weights=Weights(tmp_path / "model.safetensors", "test"), encoder="mobilenet_v2")
     assert "not ImageNet weights for encoder mobilenet_v2" in str(e.value) and "\n" not in str(e.value)

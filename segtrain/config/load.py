@@ -51,9 +51,15 @@ KEYS: dict[str, tuple[Any, str]] = {
     "seed": (0, "random seed; two runs of one config match on the CPU"),
     "device": ("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'"),
     "valid_fraction": (0.2, "share of train/ held out for validation when there is no valid/"),
-    "ignore_index": (None, "label value to ignore in loss and metrics (e.g. 255 or a void class)"),
+    "ignore_index": (None, "mask value that is no class: neither learned nor scored (e.g. CamVid's 11, VOC's 255)"),
+    "void_class": (None, "name of a class outside what you measure (a fisheye lens's border, \"undefined\"): the model "
+                   "learns to find it, but it is left out of the mean IoU (reported apart) and of every class fraction's "
+                   "denominator (predict, the edge app); null = none"),
     "label_threshold": (None, "grey value above which a pixel is class 1 (two-class masks)"),
     "pretrained_backbone": (None, "ImageNet backbone weights: true, false, or null = if available"),
+    "weights_dir": (None, "folder of ImageNet weights brought along for a machine without internet (written by "
+                    "`segtrain weights`; relative to ROOT); null = the SEGTRAIN_WEIGHTS environment variable, else "
+                    "torch's and Hugging Face's caches, else a download"),
     "augment": (True, "random flips, scale-crop and colour jitter during training"),
     "sync_bn": (False, "SyncBatchNorm across GPUs under torchrun (CUDA only)"),
     "amp": (False, "mixed precision on CUDA (bf16 where supported)"),
@@ -149,8 +155,23 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+# Keys of other training tools (Ultralytics, mmsegmentation, Keras) that people type first: what to use here.
+OTHER_TOOLS_KEYS = {
+    "epochs": "segtrain counts iterations (one batch each), not epochs: set max_iteration (an epoch is "
+              "training images / batch_size iterations) or a time_budget such as \"30m\"",
+    "imgsz": "use image_size (an int or [H, W])",
+    "batch": "use batch_size",
+    "lr0": "use lr",
+    "learning_rate": "use lr",
+    "workers": "use n_workers",
+    "num_classes": "the classes are the lines of class_names.list",
+}
+
+
 def _check_known(raw: dict[str, Any], source: str) -> None:
     for key in raw:
+        if key in OTHER_TOOLS_KEYS:
+            raise ConfigError(f"{source}: unknown key {key!r}; {OTHER_TOOLS_KEYS[key]}.")
         if key not in KEYS:
             near = difflib.get_close_matches(key, list(KEYS), n=1)
             hint = f" Did you mean {near[0]!r}?" if near else f" Known keys: {', '.join(KEYS)}."
@@ -233,6 +254,10 @@ def resolve(raw: dict[str, Any], source: str = "config.list", name_max: int = NA
     _output_dir(cfg["output_dir"], source, name_max)
     if not isinstance(cfg["pretrained_net"], str):
         raise ConfigError(f"{source}: key 'pretrained_net' must be a path string or \"\".")
+    if cfg["void_class"] is not None and not (isinstance(cfg["void_class"], str) and cfg["void_class"]):
+        raise ConfigError(f"{source}: key 'void_class' must be the name of a class in class_names.list, or null.")
+    if cfg["weights_dir"] is not None and not (isinstance(cfg["weights_dir"], str) and cfg["weights_dir"]):
+        raise ConfigError(f"{source}: key 'weights_dir' must be a folder path string or null.")
     return cfg
 
 

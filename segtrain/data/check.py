@@ -16,6 +16,7 @@ from segtrain.outputs.checkpoints import read_checkpoint
 from segtrain.data.folder import DataSpec, SegmentationDataset, check_batchable, inspect_root
 from segtrain.errors import DatasetError, SegtrainError
 from segtrain.data.labels import IGNORE
+from segtrain.data.void import find_void
 from segtrain.runtime.device import select_device
 from segtrain.runtime.workers import plan_workers
 
@@ -61,6 +62,9 @@ def check_folder(root: Path, cfg: dict, class_names: list[str] | None = None, lo
     log(f"label encoding: {spec.decoder.describe()}")
     for note in spec.notes:
         log(note)
+    void = find_void([p.label for p in spec.train + spec.valid], spec.class_names, spec.decoder, False, cfg)
+    for note in void.notes:
+        log(f"void: {note}" + ("; your config does not set it yet" if void.settings else ""))
 
     problems: list[str] = []
     log(f"decoding all {sum(map(len, splits.values()))} image/mask pairs ...")

@@ -2,12 +2,56 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from segtrain.errors import DatasetError
 from segtrain.textfiles import read_user_text
 
 MAX_CLASSES = 254  # label index 255 is reserved internally for ignored pixels
+# Names that say a class is outside what is measured (data/void.py).
+VOID_NAMES = {"void", "undefined", "ignore", "ignored", "unlabeled", "unlabelled", "unknown", "dontcare",
+              "outside", "background-outside", "border", "lens-border", "no-data", "nodata", "invalid", "masked"}
+
+
+def void_name(name: str) -> bool:
+    return re.sub(r"[\s_]+", "-", name.strip().lower()).replace("'", "") in VOID_NAMES
+
+
+# Colours that follow what a class's name says, so that a class looks alike in every data set and
+# every run: sky blue, cloud white, void dark; street classes as in the Cityscapes palette (CamVid's
+# names map onto it). Other classes take FALLBACK_COLORS in order.
+NAMED_COLORS = {
+    "sky": (70, 130, 220), "clear_sky": (70, 130, 220), "cloud": (240, 240, 250), "clouds": (240, 240, 250),
+    "thick_cloud": (240, 240, 250), "thin_cloud": (180, 180, 200), "sun": (255, 200, 0),
+    "road": (128, 64, 128), "pavement": (244, 35, 232), "sidewalk": (244, 35, 232), "building": (70, 70, 70),
+    "wall": (102, 102, 156), "fence": (190, 153, 153), "pole": (153, 153, 153), "traffic_light": (250, 170, 30),
+    "sign": (220, 220, 0), "sign_symbol": (220, 220, 0), "traffic_sign": (220, 220, 0),
+    "tree": (107, 142, 35), "vegetation": (107, 142, 35), "terrain": (152, 251, 152), "grass": (152, 251, 152),
+    "person": (220, 20, 60), "pedestrian": (220, 20, 60), "rider": (255, 0, 0), "bicyclist": (255, 0, 0),
+    "car": (0, 0, 142), "truck": (0, 0, 70), "bus": (0, 60, 100), "train": (0, 80, 100),
+    "motorcycle": (0, 0, 230), "bicycle": (119, 11, 32), "water": (0, 105, 148),
+}
+VOID_COLOR = (20, 20, 30)
+FALLBACK_COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+                   (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (174, 199, 232),
+                   (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213), (196, 156, 148)]
+
+
+def default_colors(names: list[str]) -> list[list[int]]:
+    """A distinct colour per class: the name's colour where it has one (NAMED_COLORS, dark for a
+    void name), else the next of FALLBACK_COLORS, then the VOC colour map past those; never all grey."""
+    colors: list[tuple[int, ...]] = []
+    spare = iter(FALLBACK_COLORS + [tuple(c) for c in voc_colormap(MAX_CLASSES + 2)[1:]])
+    for name in names:
+        key = name.strip().lower().replace(" ", "_").replace("-", "_")
+        color = VOID_COLOR if void_name(name) else NAMED_COLORS.get(key)
+        while color is None or color in colors:
+            color = next(spare)
+        colors.append(tuple(color))
+    if all(r == g == b for r, g, b in colors):  # all grey would read as grey mask values (data/labels.py)
+        colors[-1] = next(c for c in spare if c[0] != c[1] and c not in colors)
+    return [list(c) for c in colors]
 
 
 def voc_colormap(n: int) -> list[list[int]]:
@@ -23,6 +67,17 @@ def voc_colormap(n: int) -> list[list[int]]:
             c >>= 3
         colors.append([r, g, b])
     return colors
+
+
+def void_class(class_names: list[str], cfg: dict, where: str = "config") -> int | None:
+    """The index of the config's "void_class" among the classes (None: no void class)."""
+    name = cfg.get("void_class")
+    if name is None:
+        return None
+    if name not in class_names:
+        raise DatasetError(f"{where}: key 'void_class' is {name!r}, which is not a class of class_names.list "
+                           f"({', '.join(class_names)}). Name one of them, or set it to null.")
+    return class_names.index(name)
 
 
 def read_class_names(path: Path) -> list[str]:

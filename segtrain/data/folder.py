@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torchvision import tv_tensors
 
-from segtrain.data.classes import read_class_colors, read_class_names
+from segtrain.data.classes import read_class_colors, read_class_names, void_class
 from segtrain.errors import DatasetError
 from segtrain.data.images import IMAGE_SUFFIXES, list_images, open_image, read_image, upright_size
 from segtrain.data.labels import LabelDecoder, detect_decoder, read_mask
@@ -43,6 +43,7 @@ class DataSpec:
     valid_source: str
     sizes: dict[str, set[tuple[int, int]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    void: int | None = None  # the void class's index (data/classes.py void_class)
 
 
 def find_pairs(images_dir: Path, labels_dir: Path, notes: list[str]) -> list[Pair]:
@@ -180,7 +181,8 @@ def inspect_root(root: Path, cfg: dict, class_names: list[str] | None = None) ->
         [p.label for p in train + valid], names, colors, cfg["ignore_index"], cfg["label_threshold"]
     )
     sizes = {"train": check_sizes(train), "valid": check_sizes(valid)}
-    return DataSpec(root, layout, names, colors, decoder, train, valid, valid_source, sizes, notes)
+    return DataSpec(root, layout, names, colors, decoder, train, valid, valid_source, sizes, notes,
+                    void_class(names, cfg))
 
 
 def check_batchable(spec: DataSpec, image_size: list[int] | None, batch_size: int) -> None:

@@ -234,11 +234,14 @@ def _grey_decoder(names: tuple[str, ...], first_seen: dict[int, Path], color_tup
     n = len(names)
     grey_values = set(first_seen)
     allowed_extra = {ignore_index} if ignore_index is not None else set()
+    # Colours that are not grey say how each class is drawn (init writes such), not a grey value.
+    if color_tuple is not None and not all(c[0] == c[1] == c[2] for c in color_tuple):
+        color_tuple = None
     if grey_values <= set(range(n)) | allowed_extra:
         return LabelDecoder("index", names, lossy=lossy, ignore_index=ignore_index)
     if n == 2 and grey_values <= {0, 255} | allowed_extra:
         return LabelDecoder("binary", names, lossy=lossy, ignore_index=ignore_index)
-    if color_tuple is not None and all(c[0] == c[1] == c[2] for c in color_tuple):
+    if color_tuple is not None:
         greys = {c[0] for c in color_tuple}
         if lossy or grey_values <= greys | allowed_extra:
             return LabelDecoder("color", names, lossy=lossy, colors=color_tuple, ignore_index=ignore_index)

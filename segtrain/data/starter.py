@@ -1,10 +1,11 @@
 """`segtrain init`: look at a folder and write a starter config.list and class_names.list.
 
 What the masks reveal decides the classes: grey masks with values 0..k-1 hold k classes, masks with
-only 0 and 255 hold two, a handful of other grey levels or colours are one class each (then
-class_colors.list says which level or colour is which). Names are neutral (class0, class1, ...),
-since a mask cannot tell what a class means; init says which mask value each name stands for so
-the user can rename them. Existing files are never overwritten.
+only 0 and 255 hold two, a handful of other grey levels (in ascending order) or colours are one
+class each. Names are neutral (class0, class1, ...), since a mask cannot tell what a class means;
+init says which mask value each name stands for so the user can rename them. class_colors.list
+holds the masks' colours for colour masks, else the colour each class is drawn in (by its name,
+data/classes.py default_colors), for the user to change. Existing files are never overwritten.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from segtrain.data.classes import read_class_names
+from segtrain.data.classes import default_colors, read_class_names
 from segtrain.config import recipe
 from segtrain.config.load import KEYS, resolve
 from segtrain.data.folder import check_sizes, find_splits
 from segtrain.errors import DatasetError, OutputError, SegtrainError
 from segtrain.data.labels import DETECTION_SAMPLE, LOSSY_SUFFIXES, detect_decoder, read_mask, spread_sample
+from segtrain.data.void import find_void
 
 MAX_GUESSED_LEVELS = 16  # more distinct values than this look like a photo or lossy noise, not classes
 
@@ -29,7 +31,7 @@ MAX_GUESSED_LEVELS = 16  # more distinct values than this look like a photo or l
 @dataclass
 class ClassGuess:
     names: list[str]
-    colors: list[list[int]] | None  # for class_colors.list, when masks use levels other than 0..k-1
+    colors: list[list[int]] | None  # the masks' colours, for class_colors.list, when the masks are RGB
     meaning: list[str]  # "class0 = mask value 0", ...
 
 
@@ -74,11 +76,10 @@ def guess_classes(label_paths: list[Path]) -> tuple[ClassGuess | None, str]:
     if max(greys) < MAX_GUESSED_LEVELS:
         names = [f"class{k}" for k in range(max(greys) + 1)]
         return ClassGuess(names, None, [f"{n} = mask value {k}" for k, n in enumerate(names)]), ""
-    if len(greys) <= MAX_GUESSED_LEVELS:
+    if len(greys) <= MAX_GUESSED_LEVELS:  # the classes are the values in ascending order (data/labels.py "levels")
         ordered = sorted(greys)
         names = [f"class{k}" for k in range(len(ordered))]
-        return ClassGuess(names, [[v, v, v] for v in ordered],
-                          [f"{n} = mask value {v}" for n, v in zip(names, ordered)]), ""
+        return ClassGuess(names, None, [f"{n} = mask value {v}" for n, v in zip(names, ordered)]), ""
     return None, f"grey masks with {len(greys)} distinct values; cannot tell the classes"
 
 
@@ -127,17 +128,29 @@ def plan(root: Path, class_names: list[str] | None = None, fallback: dict | None
     config = recipe.written_out()
     if class_names is not None:
         colors = classes.colors if classes is not None else None
+        decoder, unexplained = None, None
         try:
             decoder = detect_decoder(labels, class_names, colors)
         except DatasetError as e:
             if not fallback:
-                problems.append(str(e))
-                decoder = None
+                unexplained = str(e)
             else:
                 decoder = detect_decoder(labels, class_names, colors, threshold=fallback.get("label_threshold"))
                 config.update(fallback)
+        void = find_void(labels, class_names, decoder, classes is not None, config)
+        config.update(void.settings)
+        if "ignore_index" in void.settings:  # the value that no class explained
+            decoder, unexplained = detect_decoder(labels, class_names, colors, void.settings["ignore_index"]), None
+        if void.rename:
+            class_names = [void.rename.get(k, name) for k, name in enumerate(class_names)]
+            classes.names = class_names
+            classes.meaning = [meaning.replace(f"class{k} =", f"{name} =", 1)
+                               for k, (meaning, name) in enumerate(zip(classes.meaning, class_names))]
+        if unexplained is not None:
+            problems.append(unexplained)
         if decoder is not None:
             found.append(f"labels: {decoder.describe()}")
+        found.extend(f"void: {note}" for note in void.notes)
     resolved = resolve(config, "starter config")  # what init writes must be what train and check accept
     fitted = fitted_choices(root, resolved, class_names) if class_names is not None and not problems else []
     return Starter(root, config, classes, found, problems, fitted)
@@ -179,10 +192,13 @@ def write_starter(starter: Starter, class_names: list[str] | None = None, log=pr
             for meaning in starter.classes.meaning:
                 log(f"  {meaning}")
             log("  rename them to what they are (e.g. sky, cloud); keep the order.")
-    if starter.classes is not None and starter.classes.colors is not None:
-        text = "".join(" ".join(map(str, c)) + "\n" for c in starter.classes.colors)
-        wrote = _write_new(root / "class_colors.list", text)
-        log(f"{'wrote' if wrote else 'kept the existing'} {root / 'class_colors.list'} (mask colour of each class)")
+    if names is not None:
+        mask_colors = starter.classes is not None and starter.classes.colors is not None
+        colors = starter.classes.colors if mask_colors else default_colors(names)
+        wrote = _write_new(root / "class_colors.list", "".join(" ".join(map(str, c)) + "\n" for c in colors))
+        log(f"{'wrote' if wrote else 'kept the existing'} {root / 'class_colors.list'} "
+            + ("(the mask colour of each class)" if mask_colors else
+               "(the colour each class is drawn in: change them freely, one 'R G B' line per class)"))
     text = json.dumps(starter.config, indent=4) + "\n"
     if _write_new(root / "config.list", text):
         log(f"wrote {root / 'config.list'}:")

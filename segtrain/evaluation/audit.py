@@ -35,7 +35,8 @@ class Doubt:
     disagree_share: float
 
 
-def rank_doubts(batches, logits_of, n_classes: int, device: torch.device = torch.device("cpu")) -> list[Doubt]:
+def rank_doubts(batches, logits_of, n_classes: int, device: torch.device = torch.device("cpu"),
+                void: int | None = None) -> list[Doubt]:
     """Every image's Doubt, most doubtful (highest loss) first; wholly ignored masks last.
 
     batches and logits_of as for validation.count: batches yields (inputs, masks, dataset
@@ -54,7 +55,7 @@ def rank_doubts(batches, logits_of, n_classes: int, device: torch.device = torch
             pred = class_map(one, 0)
             loss = F.cross_entropy(one[None], mask[None], ignore_index=IGNORE)
             disagree = ((pred != mask) & labelled).sum()
-            mean_iu = scores(confusion_matrix(mask, pred, n_classes))["mean_iu"]
+            mean_iu = scores(confusion_matrix(mask, pred, n_classes), void)["mean_iu"]
             doubts.append(Doubt(int(index), float(loss), mean_iu, int(disagree) / n_labelled))
     # Ties (and the NaNs, last) in dataset order, so the same model and folder give the same ranking.
     return sorted(doubts, key=lambda d: (math.isnan(d.loss), -d.loss if not math.isnan(d.loss) else 0.0, d.index))

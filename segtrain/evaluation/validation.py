@@ -62,9 +62,9 @@ def count(batches, logits_of, criterion: nn.Module, n_classes: int, device: torc
     return hist, loss_total, loss_count, shown
 
 
-def summarize(hist: torch.Tensor, loss_total: float, loss_count: int) -> dict:
-    """scores() of the confusion matrix plus the mean per-image "loss" and the matrix itself."""
-    result = scores(hist)
+def summarize(hist: torch.Tensor, loss_total: float, loss_count: int, void: int | None = None) -> dict:
+    """scores() of the confusion matrix (a void class apart) plus the mean per-image "loss" and the matrix itself."""
+    result = scores(hist, void)
     result["loss"] = loss_total / loss_count if loss_count else math.nan
     result["confusion_matrix"] = hist.cpu().tolist()
     return result
@@ -72,7 +72,8 @@ def summarize(hist: torch.Tensor, loss_total: float, loss_count: int) -> dict:
 
 def validate(model: nn.Module, loader: DataLoader, criterion: nn.Module, n_classes: int, device: torch.device, *,
              amp: bool = False, channels_last: bool = False, collect: int = 0,
-             ctx: distributed.Context = distributed.Context()) -> tuple[dict, list[tuple[int, np.ndarray]]]:
+             ctx: distributed.Context = distributed.Context(),
+             void: int | None = None) -> tuple[dict, list[tuple[int, np.ndarray]]]:
     """summarize() of the whole set, and the predictions of the first `collect` samples (for the
     visualization tiles). Under torchrun each rank counts its share and the counts are summed."""
     distributed.sync_buffers(model, ctx)
@@ -86,4 +87,4 @@ def validate(model: nn.Module, loader: DataLoader, criterion: nn.Module, n_class
     model.train(was_training)
     distributed.all_reduce_sum(hist, ctx)
     loss_sums = distributed.all_reduce_sum(torch.stack([loss_total, loss_count.double()]), ctx)
-    return summarize(hist, float(loss_sums[0]), int(loss_sums[1])), shown
+    return summarize(hist, float(loss_sums[0]), int(loss_sums[1]), void), shown

@@ -6,9 +6,8 @@ Every model returns torchvision's {"out": logits, "aux": logits?} at the input's
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
@@ -19,6 +18,9 @@ from torchvision.models.segmentation.fcn import FCN, FCNHead
 
 from segtrain.errors import ConfigError
 from segtrain.models import smp_models
+
+if TYPE_CHECKING:
+    from segtrain.models.weights import Weights
 
 
 def _dilate_basic_layer(layer: nn.Sequential, previous_dilation: int, dilation: int) -> None:
@@ -88,51 +90,45 @@ MODEL_NAMES = list(REGISTRY) + list(smp_models.ARCHITECTURES)
 NO_AUX_HEAD = {"lraspp_mobilenet_v3_large", *smp_models.ARCHITECTURES}
 
 
-def backbone_weights_path(weights) -> Path:
-    """Where torchvision's builders look for the weights before they download them."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
-
-
-def resolve_backbone_weights(name: str, wanted: bool | None, log=print, encoder: str | None = None):
-    """ImageNet weights for the backbone: from the hub cache or a download; None means from scratch.
-
-    wanted=None uses them when they can be had and otherwise warns; wanted=True insists.
-    """
-    if name in smp_models.ARCHITECTURES:
-        return smp_models.resolve_encoder_weights(name, encoder, wanted, log)
-    if wanted is False:
-        return None
-    weights = REGISTRY[name][1].DEFAULT
-    cache = backbone_weights_path(weights)
-    if cache.is_file():
-        return weights
-    try:
-        # Fetched now rather than inside the builder, so failure is ours to explain; and by
-        # download_url_to_file, since load_state_dict_from_url prints "Downloading ..." before it
-        # knows whether it can (offline, that line came before our warning and contradicted it).
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        digest = torch.hub.HASH_REGEX.search(cache.name)
-        torch.hub.download_url_to_file(weights.url, str(cache), digest.group(1) if digest else None, progress=False)
-    except Exception as e:  # offline, proxy, DNS: all mean "not available here"
-        how = f"download {weights.url} to {cache}"
-        if wanted:
-            raise ConfigError(
-                f"pretrained_backbone is true but ImageNet weights for {name} could not be downloaded "
-                f"({type(e).__name__}: {e}). Go online, or {how}, or set \"pretrained_backbone\": false."
-            ) from None
-        log(f"warning: no ImageNet weights for {name} (offline?); training from scratch. To use them, {how}.")
-        return None
-    log(f"downloaded ImageNet weights for {name} to {cache}")
-    return weights
-
-
-def build_model(name: str, num_classes: int, aux_loss: bool = False, backbone_weights=None,
+def build_model(name: str, num_classes: int, aux_loss: bool = False, backbone_weights: Weights | None = None,
                 encoder: str | None = None) -> nn.Module:
-    """backbone_weights: from `resolve_backbone_weights`; encoder: smp models' (None = their default)."""
+    """backbone_weights: from `weights.resolve` (None: from scratch); encoder: smp models' (None = their default)."""
     if name not in MODEL_NAMES:
         raise ConfigError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}.")
     if aux_loss and name in NO_AUX_HEAD:
         raise ConfigError(f"model {name} has no auxiliary head; set \"aux_loss\": false.")
+    file = None if backbone_weights is None else backbone_weights.file
     if name in smp_models.ARCHITECTURES:
-        return smp_models.build(name, encoder or smp_models.default_encoder(name), num_classes, backbone_weights)
-    return REGISTRY[name][0](num_classes, aux_loss, backbone_weights)
+        return smp_models.build(name, encoder or smp_models.default_encoder(name), num_classes, file)
+    model = REGISTRY[name][0](num_classes, aux_loss, None)
+    if file is not None:
+        load_backbone(model.backbone, file, name)
+    return model
+
+
+IMAGENET_CLASSIFIERS = ("fc.", "classifier.")  # ResNet's and MobileNetV3's heads, not part of a backbone
+
+
+def load_backbone(backbone: nn.Module, file: Path, name: str) -> None:
+    """torchvision's ImageNet file into a segmentation model's backbone, read as tensors only (torchvision's
+    own loader unpickles freely). The backbone keeps the classifier's layers' names ("layer4.1.conv2.weight")
+    or, for MobileNetV3, those of its `features` ("features.16.0.weight" -> "16.0.weight"); the file must
+    fill every one of them with a tensor of its shape, and hold nothing else but the ImageNet classifier."""
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ConfigError(f"{file}: not a file of tensors ({type(e).__name__}); delete it to fetch it again, or "
+                          "set \"pretrained_backbone\": false.") from None
+    wanted = backbone.state_dict()
+    for prefix in ("", "features."):
+        if not isinstance(state, dict):
+            break
+        found = {key: state.get(prefix + key) for key in wanted}
+        # everything but the ImageNet classifier must be used: a deeper network's file fills a shallower one's keys
+        unused = set(state) - {prefix + key for key in wanted}
+        if all(isinstance(t, torch.Tensor) and t.shape == wanted[k].shape for k, t in found.items()) and all(
+                str(key).startswith(IMAGENET_CLASSIFIERS) for key in unused):
+            backbone.load_state_dict(found)
+            return
+    raise ConfigError(f"{file}: not ImageNet weights for {name}'s backbone (its tensors do not fit); delete it to "
+                      "fetch it again, or set \"pretrained_backbone\": false.")

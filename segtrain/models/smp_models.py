@@ -83,7 +83,7 @@ class SmpSegmentation(nn.Module):
 
 
 def build(arch: str, encoder: str, num_classes: int, weights_file: str | None) -> nn.Module:
-    """weights_file: the encoder's ImageNet weights (safetensors) from `resolve_encoder_weights`."""
+    """weights_file: the encoder's ImageNet weights (safetensors) from `weights.resolve`."""
     smp = _smp()
     try:
         net = smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=num_classes)
@@ -109,40 +109,3 @@ def imagenet_weights(encoder: str) -> tuple[str, str] | None:
     """(Hugging Face repo, revision) of the encoder's ImageNet weights, None if smp has none."""
     settings = _smp().encoders.encoders[encoder]["pretrained_settings"].get("imagenet")
     return (settings["repo_id"], settings["revision"]) if settings else None
-
-
-def resolve_encoder_weights(arch: str, encoder: str, wanted: bool | None, log=print) -> str | None:
-    """The encoder's ImageNet weights file: from the Hugging Face cache or a download; None = from scratch.
-
-    wanted=None uses them when they can be had and otherwise warns in one line; wanted=True insists.
-    """
-    if wanted is False:
-        return None
-    source = imagenet_weights(encoder)
-    if source is None:
-        if wanted:
-            raise ConfigError(f"pretrained_backbone is true but segmentation_models_pytorch has no ImageNet weights "
-                              f"for encoder {encoder!r}; choose another \"encoder\" or set \"pretrained_backbone\": false.")
-        log(f"note: encoder {encoder} has no ImageNet weights in segmentation_models_pytorch; training from scratch.")
-        return None
-    from huggingface_hub import hf_hub_download
-
-    repo, revision = source
-    try:  # the cache first: offline, the download would first wait for the network to fail
-        return hf_hub_download(repo, "model.safetensors", revision=revision, local_files_only=True)
-    except Exception:
-        pass
-    how = f"download them with huggingface_hub (repo {repo}, file model.safetensors, revision {revision[:12]})"
-    try:
-        path = hf_hub_download(repo, "model.safetensors", revision=revision)
-    except Exception as e:  # offline, proxy, DNS: all mean "not available here"
-        if wanted:
-            raise ConfigError(
-                f"pretrained_backbone is true but ImageNet weights for {arch} with encoder {encoder} could not be "
-                f"downloaded ({type(e).__name__}). Go online, or {how}, or set \"pretrained_backbone\": false."
-            ) from None
-        log(f"warning: no ImageNet weights for {arch} with encoder {encoder} (offline?); training from scratch. "
-            f"To use them, {how}.")
-        return None
-    log(f"downloaded ImageNet weights for encoder {encoder} to {path}")
-    return path

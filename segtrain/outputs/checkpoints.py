@@ -162,7 +162,7 @@ def _check_regular_file(path: Path) -> None:
         if path.is_symlink():
             raise CheckpointError(f"{path}: a symbolic link to {os.readlink(path)}, which does not exist. "
                                   f"{POINT_AT}.") from None
-        raise CheckpointError(f"{path}: checkpoint not found. Check the path (relative paths are from the data folder).") from None
+        raise CheckpointError(f"{path}: checkpoint not found (nothing at {os.path.abspath(path)}). Check the path.") from None
     except OSError as e:
         what = "a symbolic link loop (the link leads back to itself)" if e.errno == errno.ELOOP else f"cannot be read ({e.strerror})"
         raise CheckpointError(f"{path}: {what}. {POINT_AT}.") from None

@@ -95,8 +95,9 @@ def per_class_table(data: ReportData, result: dict) -> str:
     rows = ["<tr><th class=l>class</th><th>pixel share</th><th>IoU</th><th>recall</th><th>precision</th>"
             "<th>F1</th></tr>"]
     for k, name in enumerate(data.class_names):
+        void = " <small>(void: not in the mean)</small>" if name == data.config.get("void_class") else ""
         rows.append(
-            f"<tr><td class=l>{_swatch(data.class_colors[k])}{escape(name)}</td>"
+            f"<tr><td class=l>{_swatch(data.class_colors[k])}{escape(name)}{void}</td>"
             f"<td>{100 * result['pixels'][k] / total:.1f}%</td><td>{_num(result['iu'][k])}</td>"
             f"<td>{_num(result['recall'][k])}</td><td>{_num(result['precision'][k])}</td>"
             f"<td>{_num(result['f1'][k])}</td></tr>"

@@ -50,8 +50,10 @@ class RunOutputs:
     """Opened once the run's folder exists; `close` ends what it opened, also after an error."""
 
     def __init__(self, out_dir: Path, cfg: dict, spec: DataSpec, colors: list[list[int]],
-                 valid_set: SegmentationDataset, start_iteration: int, log=print, unlabeled: Unlabeled | None = None):
+                 valid_set: SegmentationDataset, start_iteration: int, log=print, unlabeled: Unlabeled | None = None,
+                 weights_source: str = ""):
         self.out_dir = Path(out_dir)
+        self.weights_source = weights_source
         self.cfg, self.spec, self.colors, self.valid_set, self.log = cfg, spec, colors, valid_set, log
         self.unlabeled = unlabeled
         self.unlabeled_recent: deque[tuple[float, float]] = deque(maxlen=UNLABELED_WINDOW)
@@ -103,7 +105,8 @@ class RunOutputs:
         self.writer.row("valid", epoch, iteration, result, elapsed)
         self.reporter.validation(iteration, result, self.spec.class_names, is_best)
         viz = self.out_dir / "visualization_viz" / f"iter{iteration:012d}.jpg"
-        tile = write_visualization(viz, [(*self.valid_set.load(i), pred) for i, pred in shown], self.colors)
+        tile = write_visualization(viz, [(*self.valid_set.load(i), pred) for i, pred in shown], self.spec.class_names,
+                                   self.colors)
         payload = checkpoint()
         if is_best:
             save_atomic(payload, self.out_dir / BEST_NAME)
@@ -155,7 +158,8 @@ class RunOutputs:
                 run_name=self.out_dir.name, config=self.cfg, class_names=self.spec.class_names,
                 class_colors=self.colors, dataset=dataset_summary(self.spec), iteration=iteration,
                 max_iteration=self.cfg["max_iteration"], best=self.best, latest=latest, curves_png=curves,
-                visualization=viz, notes=self.unlabeled_note(), recheck=self.recheck))
+                visualization=viz, notes=[f"starting weights: {self.weights_source}"] + self.unlabeled_note(),
+                recheck=self.recheck))
         except (OSError, OutputError) as e:
             if not self.drawing_failed:  # say it once, not at every validation of a long run
                 self.log(f"note: could not write curves.png/report.html ({e}); training goes on.")

@@ -72,8 +72,8 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
             progress.epoch = progress.iteration // sampler.batches_per_epoch
             loss, hist = run.stepper.global_step(images, masks, progress.iteration, run.ctx,
                                                  next(unlabeled) if unlabeled is not None else None)
-            outputs.train_row(progress.iteration, progress.epoch, {**row_scores(hist), "loss": loss}, run.stepper.lr,
-                              run.elapsed())
+            outputs.train_row(progress.iteration, progress.epoch, {**row_scores(hist, run.spec.void), "loss": loss},
+                              run.stepper.lr, run.elapsed())
             if unlabeled is not None:
                 outputs.unlabeled_step(progress.iteration, *run.stepper.consistency.stats())
             progress.iteration += 1
@@ -93,7 +93,7 @@ def open_outputs(run: TrainingRun, valid_set) -> RunOutputs | NoOutputs:
     if not run.ctx.is_main:
         return NoOutputs()
     return RunOutputs(run.out_dir, run.cfg, run.spec, run.colors, valid_set, run.progress.iteration, run.log,
-                      run.unlabeled)
+                      run.unlabeled, run.weights_source)
 
 
 def say_if_finished(run: TrainingRun) -> None:
@@ -112,7 +112,8 @@ def validation_due(run: TrainingRun) -> bool:
 def validate_and_save(run: TrainingRun, valid_loader, outputs) -> None:
     s, p = run.stepper, run.progress
     result, shown = validate(s.weights, valid_loader, s.criterion, s.n_classes, s.device, amp=s.amp,
-                             channels_last=s.channels_last, collect=run.cfg["max_visualizations"], ctx=run.ctx)
+                             channels_last=s.channels_last, collect=run.cfg["max_visualizations"], ctx=run.ctx,
+                             void=run.spec.void)
     p.validated = p.iteration
     is_best = not math.isnan(result["mean_iu"]) and result["mean_iu"] > p.best_mean_iu
     if is_best:

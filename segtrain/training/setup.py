@@ -17,13 +17,14 @@ import torch
 from torch import nn
 
 from segtrain.config.recipe import fit_recipe
-from segtrain.data.classes import voc_colormap
+from segtrain.data.classes import default_colors
 from segtrain.data.folder import DataSpec, check_batchable, inspect_root
 from segtrain.data.transforms import MEAN, STD
 from segtrain.data.unlabeled import Unlabeled, find_unlabeled
 from segtrain.evaluation.inference import use_channels_last
 from segtrain.models.losses import build_loss
-from segtrain.models.registry import build_model, resolve_backbone_weights
+from segtrain.models.registry import build_model
+from segtrain.models.weights import Weights, resolve as resolve_weights, weights_folder
 from segtrain.outputs.atomic import remove_stale_temps
 from segtrain.outputs.checkpoints import load_weights, read_checkpoint, training_payload
 from segtrain.outputs.logcsv import keep_rows_through
@@ -59,6 +60,7 @@ class TrainingRun:
     last_result: dict | None = None  # the latest validation's numbers, kept in checkpoints
     clock_start: float = 0.0
     unlabeled: Unlabeled | None = None  # images without masks (training/consistency.py); None = off
+    weights_source: str = ""  # where the starting weights came from (models/weights.py), for the report
 
     def start_clock(self) -> None:
         """elapsed_time counts training, not set-up; a resumed run goes on from its saved time."""
@@ -73,7 +75,8 @@ class TrainingRun:
         state = {"optim_state_dict": s.optimizer.state_dict(), "scheduler_state_dict": s.scheduler.state_dict(),
                  "epoch": int(p.epoch), "iteration": int(p.iteration), "best_mean_iu": float(p.best_mean_iu),
                  "elapsed_time": float(self.elapsed()), "valid_metrics": self.last_result,
-                 "resume": resume_state(s.scaler, p.validated, len(self.spec.train)), **s.ema_state()}
+                 "resume": resume_state(s.scaler, p.validated, len(self.spec.train)),
+                 "weights_source": self.weights_source, **s.ema_state()}
         return training_payload(distributed.unwrap(s.weights), self.cfg["model"], self.cfg, self.spec.class_names,
                                 self.colors, self.spec.decoder.describe(), {"mean": list(MEAN), "std": list(STD)},
                                 state)
@@ -91,12 +94,15 @@ def _silent(*args, **kwargs) -> None:
 
 def build_model_for_run(root: Path, cfg: dict, class_names: list[str], device: torch.device,
                         ctx: distributed.Context, log, pretrained: str, pretrained_backbone: bool | None,
-                        channels_last: bool = False) -> nn.Module:
+                        channels_last: bool = False) -> tuple[nn.Module, str]:
     """The network with its starting weights (ImageNet backbone, or the checkpoint `pretrained`),
-    on the device, wrapped for DDP under torchrun."""
+    on the device, wrapped for DDP under torchrun; and where those weights came from, in words."""
     n_classes = len(class_names)
-    backbone_weights = None if pretrained else resolve_backbone_weights(cfg["model"], pretrained_backbone, log,
-                                                                        cfg["encoder"])
+    if pretrained:
+        backbone_weights = Weights(None, f"the checkpoint {pretrained} (pretrained_net)")
+    else:
+        folder = weights_folder(cfg["weights_dir"] and str(from_root(cfg["weights_dir"], root)))
+        backbone_weights = resolve_weights(cfg["model"], cfg["encoder"], pretrained_backbone, folder, log)
     model = build_model(cfg["model"], n_classes, cfg["aux_loss"], backbone_weights, cfg["encoder"])
     if pretrained:
         path = from_root(pretrained, root)
@@ -107,11 +113,11 @@ def build_model_for_run(root: Path, cfg: dict, class_names: list[str], device: t
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    return distributed.wrap(model, device, ctx, cfg["sync_bn"], log)
+    return distributed.wrap(model, device, ctx, cfg["sync_bn"], log), backbone_weights.source
 
 
 def describe(root: Path, cfg: dict, spec: DataSpec, device: torch.device, ctx: distributed.Context, log,
-             channels_last: bool = False) -> None:
+             channels_last: bool = False, weights_source: str = "") -> None:
     for note in spec.notes:
         log(note)
     log(f"data: {root} ({spec.layout}); {len(spec.train)} training, {len(spec.valid)} validation images "
@@ -124,6 +130,7 @@ def describe(root: Path, cfg: dict, spec: DataSpec, device: torch.device, ctx: d
         + ("; channels_last" if channels_last else "")
         + ("; torch.compile" if cfg["compile"] else "")
         + (f"; validating an EMA of the weights (decay {cfg['ema_decay']:g})" if cfg["ema_decay"] is not None else ""))
+    log(f"starting weights: {weights_source}")
     if device.type == "cpu":
         log(f"CPU threads: {torch.get_num_threads()} ("
             + ("the config's `threads`" if cfg["threads"] is not None else cpu_threads.current().why)
@@ -160,9 +167,13 @@ def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: st
     # A resumed run's weights come from its checkpoint: fetch or load no others first.
     fresh = ckpt is None
     channels_last = use_channels_last(cfg["channels_last"], cfg["image_size"], device)  # image_size is fitted by now
-    model = build_model_for_run(root, cfg, spec.class_names, device, ctx, log, cfg["pretrained_net"] if fresh else "",
-                                cfg["pretrained_backbone"] if fresh else False, channels_last)
-    describe(root, cfg, spec, device, ctx, log, channels_last)
+    model, weights_source = build_model_for_run(root, cfg, spec.class_names, device, ctx, log,
+                                                cfg["pretrained_net"] if fresh else "",
+                                                cfg["pretrained_backbone"] if fresh else False, channels_last)
+    if not fresh:  # the run's weights come from its checkpoint; say where they came from at its start
+        saved = ckpt.get("weights_source")
+        weights_source = saved if isinstance(saved, str) and saved else "not recorded (a checkpoint from before segtrain said it)"
+    describe(root, cfg, spec, device, ctx, log, channels_last, weights_source)
     if ckpt is not None:
         check_compatible(ckpt, cfg, spec.class_names, ckpt_path, log)
     if unlabeled is not None:
@@ -189,8 +200,8 @@ def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: st
                       # validation and checkpoints use the plain module: eval-mode and size changes
                       # would each compile again
                       compiled=torch.compile(model) if cfg["compile"] else None, consistency=consistency)
-    run = TrainingRun(root, cfg, spec, stepper, ctx, spec.class_colors or voc_colormap(len(spec.class_names)),
-                      out_dir, Progress(), workers, log, unlabeled=unlabeled)
+    run = TrainingRun(root, cfg, spec, stepper, ctx, spec.class_colors or default_colors(spec.class_names),
+                      out_dir, Progress(), workers, log, unlabeled=unlabeled, weights_source=weights_source)
     if ckpt is not None:
         continue_from(run, ckpt, ckpt_path, schedule)
     stepper.average_weights(cfg["ema_decay"], ckpt)

@@ -24,7 +24,8 @@ from segtrain.errors import ConfigError
 from segtrain.evaluation.audit import Doubt, rank_doubts
 from segtrain.outputs.visualize import side_by_side
 from segtrain.paths import output_folder
-from segtrain.use.evaluate import predictor_batches, split_pairs
+from segtrain.data.classes import void_class
+from segtrain.use.evaluate import model_config, predictor_batches, split_pairs
 from segtrain.use.predict import open_predictor, write_atomic
 
 CSV_NAME = "audit.csv"
@@ -76,13 +77,15 @@ def audit(root: Path, checkpoint: Path, out: Path | None = None, top: int = 20, 
     log(f"audit: scoring {len(train)} training and {len(valid)} validation pair(s) of {root} with {checkpoint}")
     with torch.inference_mode():
         doubts = rank_doubts(predictor_batches(predictor, dataset), lambda images, sizes: predictor.logits(images),
-                             len(predictor.class_names))
+                             len(predictor.class_names), void=void_class(predictor.class_names, model_config(predictor),
+                                                                         str(checkpoint)))
     rows = [Row(rank, splits[d.index], pairs[d.index].image, pairs[d.index].label, d)
             for rank, d in enumerate(doubts, start=1)]
     write_csv(out / CSV_NAME, rows, root)
     for row in rows[:top]:
         image, mask = dataset.load(row.doubt.index)
-        picture = side_by_side(image, [mask, predictor.masks([image])[0]], predictor.class_colors)
+        picture = side_by_side(image, [mask, predictor.masks([image])[0]], predictor.class_names,
+                               predictor.class_colors, ["image", "mask", "model"])
         write_atomic(out / row.picture, lambda f: Image.fromarray(picture).save(f, format="PNG"))
     log(f"audit: {len(rows)} pair(s) scored; most doubtful first (loss = mean cross-entropy of the mask under the "
         "model; disagree = share of pixels whose prediction is another class):")

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from segtrain.config.load import with_defaults
-from segtrain.data.classes import read_class_colors, read_class_names
+from segtrain.data.classes import read_class_colors, read_class_names, void_class
 from segtrain.data.folder import SegmentationDataset, check_sizes, find_pairs, inspect_root
 from segtrain.errors import DatasetError
 from segtrain.data.labels import detect_decoder
@@ -87,7 +87,7 @@ def count(predictor, pairs, decoder) -> dict:
         hist, loss_total, loss_count, _ = count_batches(predictor_batches(predictor, dataset),
                                                         lambda images, sizes: predictor.logits(images),
                                                         criterion, len(predictor.class_names), torch.device("cpu"))
-    return summarize(hist, float(loss_total), int(loss_count))
+    return summarize(hist, float(loss_total), int(loss_count), void_class(predictor.class_names, cfg))
 
 
 def score(predictor, root: Path, split: str, source: Path, log=print) -> dict:
@@ -97,7 +97,8 @@ def score(predictor, root: Path, split: str, source: Path, log=print) -> dict:
     log(f"evaluate: {source} on {len(pairs)} image(s): {where}" + (" (flip TTA)" if predictor.tta else ""))
     log(f"labels: {decoder.describe()}")
     return report(count(predictor, pairs, decoder), predictor.class_names,
-                  {"checkpoint": str(source), "split": where, "images": len(pairs), "tta": predictor.tta})
+                  {"checkpoint": str(source), "split": where, "images": len(pairs), "tta": predictor.tta,
+                   "void_class": model_config(predictor)["void_class"]})
 
 
 def evaluate(root: Path, checkpoint: Path, split: str = "valid", device: str = "auto", log=print,
@@ -112,8 +113,9 @@ def _number(value: float):
 
 
 def report(result: dict, class_names: list[str], about: dict) -> dict:
-    """The numbers as JSON-ready built-ins: acc, acc_cls, mean_iu, fwavacc, loss, per_class
-    [{name, iou, recall, precision, f1, pixels}], confusion_matrix (rows truth, columns prediction)."""
+    """The numbers as JSON-ready built-ins: acc, acc_cls, mean_iu, fwavacc, loss (over the measured
+    classes: a void class is in none of them), per_class [{name, iou, recall, precision, f1, pixels}],
+    confusion_matrix (rows truth, columns prediction)."""
     per_class = [
         {"name": name, "iou": _number(result["iu"][k]), "recall": _number(result["recall"][k]),
          "precision": _number(result["precision"][k]), "f1": _number(result["f1"][k]), "pixels": result["pixels"][k]}
@@ -131,8 +133,9 @@ def format_table(numbers: dict) -> str:
     width = max(8, *(len(c["name"]) for c in numbers["per_class"]))
     lines = [f"{'class':<{width}} {'IoU':>9} {'recall':>9} {'precision':>9} {'F1':>9} {'pixels':>12} {'share':>7}"]
     for c in numbers["per_class"]:
+        void = "  (void: not in the mean)" if c["name"] == numbers.get("void_class") else ""
         lines.append(f"{c['name']:<{width}} {cell(c['iou'])} {cell(c['recall'])} {cell(c['precision'])} "
-                     f"{cell(c['f1'])} {c['pixels']:>12d} {c['pixels'] / total:>7.1%}")
+                     f"{cell(c['f1'])} {c['pixels']:>12d} {c['pixels'] / total:>7.1%}{void}")
     lines.append(" ".join(f"{key} {cell(numbers[key], 0).strip()}" for key in ("acc", "acc_cls", "mean_iu", "fwavacc")))
     lines.append("confusion matrix (rows: truth, columns: prediction):")
     names = [c["name"] for c in numbers["per_class"]]

@@ -16,7 +16,7 @@ from torch import nn
 
 from segtrain.version import __version__
 from segtrain.outputs.checkpoints import read_checkpoint
-from segtrain.data.classes import voc_colormap
+from segtrain.data.classes import default_colors
 from segtrain.config.load import with_defaults
 from segtrain.data.folder import eval_input
 from segtrain.errors import CheckpointError
@@ -93,7 +93,7 @@ def load_trained(path: Path, device: str = "auto", log=print) -> TrainedModel:
                               "The file is damaged or was edited; use the run's checkpoint as written.") from None
     target = select_device(device, log, doing="running")
     model.to(target).eval()
-    colors = ckpt.get("class_colors") or voc_colormap(len(names))
+    colors = ckpt.get("class_colors") or default_colors(names)
     normalization = ckpt.get("normalization") or {"mean": list(MEAN), "std": list(STD)}
     trained = TrainedModel(model, arch, list(names), [list(c) for c in colors], normalization, cfg, target, path)
     if trained.channels_last:
