@@ -53,7 +53,7 @@ def test_cached_weights_are_loaded_without_a_word(tmp_path, monkeypatch, capfd):
     imagenet = imagenet_like(tmp_path / "hub", tvm.resnet18, RESNET18_FILE)
     weights = resolve("fcn_resnet18", None, True)
     assert weights.source.startswith("ImageNet weights from torch's cache")
-    model = build_model("fcn_resnet18", 2, backbone_weights=weights)
+    model = build_model("fcn_resnet18", 2, backbone_weights=weights.file)
     assert torch.equal(model.backbone.conv1.weight, imagenet["conv1.weight"])
     assert torch.equal(model.backbone.layer4[1].bn2.running_var, imagenet["layer4.1.bn2.running_var"])
     out, err = capfd.readouterr()
@@ -67,7 +67,7 @@ def test_a_weights_folder_serves_torchvision_backbones_before_the_cache(tmp_path
     monkeypatch.setenv(ENVIRONMENT, str(tmp_path / "weights"))
     weights = resolve("lraspp_mobilenet_v3_large", None, True, weights_folder(None))
     assert weights.source == f"ImageNet weights from the weights folder ({tmp_path / 'weights' / TORCHVISION_FOLDER / MOBILENET_FILE})"
-    model = build_model("lraspp_mobilenet_v3_large", 3, backbone_weights=weights)
+    model = build_model("lraspp_mobilenet_v3_large", 3, backbone_weights=weights.file)
     # MobileNetV3's `features` are the backbone: "features.16.0.weight" -> "16.0.weight"
     assert torch.equal(model.backbone["16"][0].weight, brought["features.16.0.weight"])
     assert torch.equal(model.backbone["0"][1].running_mean, brought["features.0.1.running_mean"])
@@ -107,12 +107,12 @@ def test_hostile_or_foreign_weight_files_are_refused_in_one_line_and_run_nothing
     marker.unlink()
     weights = resolve("fcn_resnet18", None, True, tmp_path / "w")
     with pytest.raises(ConfigError) as e:
-        build_model("fcn_resnet18", 2, backbone_weights=weights)
+        build_model("fcn_resnet18", 2, backbone_weights=weights.file)
     assert "not a file of tensors" in str(e.value) and not marker.exists()
     # tensors, but another network's: refused, not half-loaded
     torch.save(tvm.resnet34().state_dict(), path)
     with pytest.raises(ConfigError) as e:
-        build_model("fcn_resnet18", 2, backbone_weights=resolve("fcn_resnet18", None, True, tmp_path / "w"))
+        build_model("fcn_resnet18", 2, backbone_weights=resolve("fcn_resnet18", None, True, tmp_path / "w").file)
     assert "not ImageNet weights for fcn_resnet18's backbone" in str(e.value) and "\n" not in str(e.value)
 
 
@@ -136,7 +136,7 @@ def test_smp_encoder_weights_from_a_folder_in_hugging_face_layout(tmp_path):
     weights = resolve("unet", "mobilenet_v2", True, tmp_path / "w", lines.append)
     assert weights.source.startswith("ImageNet weights from the weights folder") and lines == []
     torch.manual_seed(4)
-    model = build_model("unet", 2, backbone_weights=weights, encoder="mobilenet_v2")
+    model = build_model("unet", 2, backbone_weights=weights.file, encoder="mobilenet_v2")
     for key, tensor in imagenet.items():
         assert torch.equal(model.net.encoder.state_dict()[key], tensor), key
 

@@ -17,7 +17,7 @@ from segtrain.data.synthetic import write_sky_folder
 from segtrain.errors import ConfigError
 from segtrain.models import smp_models
 from segtrain.models.registry import MODEL_NAMES, build_model
-from segtrain.models.weights import Weights, resolve as resolve_weights
+from segtrain.models.weights import resolve as resolve_weights
 from test_distributed import single_process_evaluate, torchrun
 from test_resume import assert_same_state, metric_rows
 
@@ -156,7 +156,7 @@ def test_cached_encoder_weights_are_loaded_without_a_word(tmp_path, monkeypatch)
     lines = []
     weights = resolve_weights("unet", "mobilenet_v2", True, None, lines.append)
     torch.manual_seed(4)
-    model = build_model("unet", 2, backbone_weights=weights, encoder="mobilenet_v2")
+    model = build_model("unet", 2, backbone_weights=weights.file, encoder="mobilenet_v2")
     for key, tensor in imagenet.items():
         assert torch.equal(model.net.encoder.state_dict()[key], tensor), key
     assert lines == [] and calls == [("smp-hub/mobilenet_v2.imagenet", "model.safetensors", True)]
@@ -207,5 +207,5 @@ def test_torchrun_of_an_smp_model_matches_single_process_evaluation(tmp_path):
 def test_a_damaged_cached_weights_file_is_one_line(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(ConfigError) as e:
-        build_model("unet", 2, backbone_weights=Weights(tmp_path / "model.safetensors", "test"), encoder="mobilenet_v2")
+        build_model("unet", 2, backbone_weights=tmp_path / "model.safetensors", encoder="mobilenet_v2")
     assert "not ImageNet weights for encoder mobilenet_v2" in str(e.value) and "\n" not in str(e.value)

@@ -7,7 +7,7 @@ Every model returns torchvision's {"out": logits, "aux": logits?} at the input's
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 from torch import nn
@@ -18,9 +18,6 @@ from torchvision.models.segmentation.fcn import FCN, FCNHead
 
 from segtrain.errors import ConfigError
 from segtrain.models import smp_models
-
-if TYPE_CHECKING:
-    from segtrain.models.weights import Weights
 
 
 def _dilate_basic_layer(layer: nn.Sequential, previous_dilation: int, dilation: int) -> None:
@@ -90,19 +87,19 @@ MODEL_NAMES = list(REGISTRY) + list(smp_models.ARCHITECTURES)
 NO_AUX_HEAD = {"lraspp_mobilenet_v3_large", *smp_models.ARCHITECTURES}
 
 
-def build_model(name: str, num_classes: int, aux_loss: bool = False, backbone_weights: Weights | None = None,
+def build_model(name: str, num_classes: int, aux_loss: bool = False, backbone_weights: Path | None = None,
                 encoder: str | None = None) -> nn.Module:
-    """backbone_weights: from `weights.resolve` (None: from scratch); encoder: smp models' (None = their default)."""
+    """backbone_weights: the ImageNet file `weights.resolve` found (None: from scratch); encoder: smp
+    models' (None = their default)."""
     if name not in MODEL_NAMES:
         raise ConfigError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}.")
     if aux_loss and name in NO_AUX_HEAD:
         raise ConfigError(f"model {name} has no auxiliary head; set \"aux_loss\": false.")
-    file = None if backbone_weights is None else backbone_weights.file
     if name in smp_models.ARCHITECTURES:
-        return smp_models.build(name, encoder or smp_models.default_encoder(name), num_classes, file)
+        return smp_models.build(name, encoder or smp_models.default_encoder(name), num_classes, backbone_weights)
     model = REGISTRY[name][0](num_classes, aux_loss, None)
-    if file is not None:
-        load_backbone(model.backbone, file, name)
+    if backbone_weights is not None:
+        load_backbone(model.backbone, backbone_weights, name)
     return model
 
 

@@ -103,7 +103,7 @@ def build_model_for_run(root: Path, cfg: dict, class_names: list[str], device: t
     else:
         folder = weights_folder(cfg["weights_dir"] and str(from_root(cfg["weights_dir"], root)))
         backbone_weights = resolve_weights(cfg["model"], cfg["encoder"], pretrained_backbone, folder, log)
-    model = build_model(cfg["model"], n_classes, cfg["aux_loss"], backbone_weights, cfg["encoder"])
+    model = build_model(cfg["model"], n_classes, cfg["aux_loss"], backbone_weights.file, cfg["encoder"])
     if pretrained:
         path = from_root(pretrained, root)
         ckpt = read_checkpoint(path)
