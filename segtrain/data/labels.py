@@ -174,6 +174,18 @@ class LabelDecoder:
         )
 
 
+def void_class(class_names: list[str], ignore_index: int | None) -> int | None:
+    """The class an ignore_index names (a void class: "undefined", a lens border), or None.
+
+    A trained model knows classes by index; ignore_index names one when it is a class index (index
+    and colour masks; grey masks whose classes take the values 0, 1, ... from the darkest, as a
+    void class at grey 0 does). A value outside the classes (CamVid's 11, VOC's 255) names none.
+    """
+    if ignore_index is None or not 0 <= ignore_index < len(class_names):
+        return None
+    return ignore_index
+
+
 def spread_sample(paths: list[Path], n: int) -> list[Path]:
     """At most n of the paths, spread evenly over the list (the same ones every time)."""
     if len(paths) <= n:
