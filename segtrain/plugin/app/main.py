@@ -15,6 +15,7 @@ names is refused at start, in one line.
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import math
 import shutil
@@ -83,7 +84,11 @@ def upload_sample(plugin, model: Model, frame: Frame, mask: np.ndarray, meta: Di
                     (f"{stem}_mask.png", mask_image(mask, model.class_colors), {}),
                     (f"{stem}_overlay.jpg", Image.fromarray(overlay(frame.image, color)), {"quality": 90})]
         for name, picture, options in pictures:
-            picture.save(work / name, **options)
+            # Encoded in memory, then written in one call: Pillow writing into a full file system may
+            # stop short without an error, and a truncated picture would be uploaded.
+            encoded = io.BytesIO()
+            picture.save(encoded, format=Image.registered_extensions()[Path(name).suffix], **options)
+            (work / name).write_bytes(encoded.getvalue())
             plugin.upload_file(work / name, meta=meta, timestamp=frame.timestamp)
     except OSError as e:
         log.error("%s: upload skipped (%s); its measurements were published", frame.name, e.strerror or e)
