@@ -34,6 +34,7 @@ EPILOG_MAIN = """examples:
   segtrain init ~/my_images                  # write a starter config.list (and class_names.list) for a folder
   segtrain train ~/my_images                 # train; outputs in ~/my_images/MODEL-<output_dir>/
   segtrain plot ~/my_images/MODEL-fcn_resnet18/log.csv
+  segtrain plugin --checkpoint ~/my_images/MODEL-fcn_resnet18/model_best.pth.tar --out my-plugin   # a Waggle edge app
   segtrain demo                              # a synthetic sky/cloud folder, trained in about a minute
 
 run 'segtrain COMMAND --help' for each command's examples. The original container's form also works:

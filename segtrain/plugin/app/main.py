@@ -18,6 +18,7 @@ import argparse
 import io
 import logging
 import math
+import re
 import shutil
 import sys
 import tempfile
@@ -110,6 +111,17 @@ def process(plugin, model: Model, frame: Frame, upload: bool) -> None:
         upload_sample(plugin, model, frame, mask, meta)
 
 
+def peak_memory() -> str:
+    """This process's peak resident memory: Linux's VmHWM, which starts anew at exec (getrusage's
+    maxrss keeps the peak of the process that started the app)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return "unknown"
+    found = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    return f"{int(found.group(1)) / 1024:.0f} MB" if found else "unknown"
+
+
 def run(args: argparse.Namespace) -> int:
     from waggle.plugin import Plugin
 
@@ -139,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         except SourceError as e:
             log.error("%s", e)
             return 1
-    log.info("done: %d frame(s)", done)
+    log.info("done: %d frame(s); peak memory %s", done, peak_memory())
     return 0
 
 
