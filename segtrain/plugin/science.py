@@ -25,7 +25,7 @@ def _training_lines(trained: TrainedModel, run: dict) -> list[str]:
              f"({run.get('elapsed_time', float('nan')) / 60:.1f} min), "
              f"batch {cfg['batch_size']}, {cfg['optimizer']} at lr {cfg['lr']:g} ({cfg['lr_schedule']} schedule), "
              f"loss {cfg['loss']}, augmentation {'on' if cfg['augment'] else 'off'}, "
-             f"ImageNet-pretrained backbone {'yes' if cfg['pretrained_backbone'] else 'no'}."]
+             f"ImageNet-pretrained backbone: {({True: 'yes', False: 'no'}).get(cfg['pretrained_backbone'], 'where available')}."]
     log = checkpoint.parent / "log.csv"
     try:
         valid = read_log(log)["valid"]

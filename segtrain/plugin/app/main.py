@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
                 done += 1
                 if args.run_once:
                     break
-                next_at += args.interval
+                next_at = max(next_at + args.interval, time.monotonic())  # a slow frame delays, never bunches, the next
                 time.sleep(max(0.0, next_at - time.monotonic()))
         except SourceError as e:
             log.error("%s", e)
