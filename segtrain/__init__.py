@@ -14,11 +14,11 @@ from segtrain.version import __version__
 
 if TYPE_CHECKING:
     from segtrain.api import LogRow, Run, audit, check, demo, download, evaluate, export, fetch_weights, init, load, \
-        plot, predict, test, train
+        plot, plugin, predict, test, train
     from segtrain.use.predictor import Predictor
 
 API = ("train", "test", "load", "evaluate", "predict", "export", "audit", "check", "init", "download",
-       "fetch_weights", "plot", "demo", "Run", "LogRow", "Predictor")
+       "fetch_weights", "plugin", "plot", "demo", "Run", "LogRow", "Predictor")
 __all__ = ["SegtrainError", "__version__", *API]
 
 

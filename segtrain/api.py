@@ -205,6 +205,14 @@ def download(name: str, dest: PathLike, *, url: str | None = None, archive: Path
     return download_dataset(name, Path(dest), url=url, archive=_path(archive), log=log)
 
 
+def plugin(checkpoint: PathLike, out: PathLike, *, name: str | None = None, version: str = "0.1.0",
+           runtime: str = "onnx", verify_on: PathLike | None = None, log: Log = print) -> Path:
+    """`segtrain plugin`: a complete Waggle edge app folder for a checkpoint; returns the folder."""
+    from segtrain.plugin.build import make_plugin
+
+    return make_plugin(Path(checkpoint), Path(out), name, version, runtime, _path(verify_on), log=log)
+
+
 def fetch_weights(out: PathLike, models: list[str] | None = None, *, encoder: str | None = None) -> dict[str, Path]:
     """`segtrain weights`: ImageNet weights for `models` (default: the ones the recipe may choose) into
     the folder `out`, for a machine without internet ("weights_dir" or SEGTRAIN_WEIGHTS there); returns

@@ -36,6 +36,7 @@ EPILOG_MAIN = """examples:
   segtrain init ~/my_images                  # write a starter config.list (and class_names.list) for a folder
   segtrain train ~/my_images                 # train; outputs in ~/my_images/MODEL-<output_dir>/
   segtrain plot ~/my_images/MODEL-fcn_resnet18/log.csv
+  segtrain plugin --checkpoint ~/my_images/MODEL-fcn_resnet18/model_best.pth.tar --out my-plugin   # a Waggle edge app
   segtrain demo                              # a synthetic sky/cloud folder, trained in about a minute
 
 run 'segtrain COMMAND --help' for each command's examples. The original container's form also works:
@@ -95,6 +96,15 @@ EPILOG_WEIGHTS = """examples:
 
 The folder holds checkpoints/ (torchvision's files, as in torch.hub's folder) and huggingface/ (a
 Hugging Face cache for segmentation_models_pytorch's encoders); copy it along whole."""
+
+EPILOG_PLUGIN = """examples:
+  segtrain plugin --checkpoint ~/clouds/MODEL-fcn_resnet18/model_best.pth.tar --out cloud-plugin
+  segtrain plugin --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --out cloud-plugin --name cloud-cover --version 1.0.0
+  cd cloud-plugin && PYWAGGLE_LOG_DIR=test-run python3 -m app.main -stream ~/clouds/valid/images -sampling-interval 1
+
+The folder holds the model (raw-input ONNX), the app (pywaggle; publishes env.coverage.<class>),
+Dockerfile, requirements.txt, sage.yaml, ecr-meta/ and a README: build it with pluginctl build .
+"""
 
 EPILOG_CHECK = "example:\n  segtrain check ~/clouds   # counts, sizes, label encoding, pixel share per class, problems"
 
@@ -187,6 +197,16 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
                    help="refuse the INT8 file when mean IoU on the validation split drops by more (default 0.01)")
 
 
+def _plugin_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, required=True, help="model_best.pth.tar or checkpoint.pth.tar of a run")
+    p.add_argument("--out", type=Path, required=True, help="plugin folder to create (must not exist, or be empty)")
+    p.add_argument("--name", help="the app's name in the Edge Code Repository (default: DATA-FOLDER-coverage)")
+    p.add_argument("--version", dest="app_version", default="0.1.0", help="the app's version (default 0.1.0)")
+    p.add_argument("--runtime", default="onnx", choices=["onnx", "torchscript"],
+                   help="onnx (default: ONNX Runtime, GPU where present) or torchscript (for base images with torch)")
+    p.add_argument("--verify-on", type=Path, help="images to verify the export on besides random inputs")
+
+
 def _download_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", choices=sorted(DATASETS), help="dataset name")
     p.add_argument("dest", type=Path, help="folder to create the dataset in")
@@ -228,6 +248,9 @@ COMMANDS = {
     "export": ("export a checkpoint to ONNX, TorchScript or torch.export for edge devices", EPILOG_EXPORT, _export_arguments,
                lambda a: commands.export(a.checkpoint, a.format, a.out, a.size, a.verify_on, a.raw_input, a.int8,
                                          a.calibrate_on, a.max_iou_drop)),
+    "plugin": ("write a Waggle edge app folder (model, app, Dockerfile, sage.yaml) for a checkpoint", EPILOG_PLUGIN,
+               _plugin_arguments,
+               lambda a: commands.plugin(a.checkpoint, a.out, a.name, a.app_version, a.runtime, a.verify_on)),
     "init": ("inspect a data folder and write a starter config.list and class_names.list", EPILOG_INIT,
              lambda p: p.add_argument("root", type=Path, help="data folder with train/images + train/labels "
                                       "(or images/ + labels/)"),

@@ -86,6 +86,10 @@ def plot(log: Path, out: Path | None) -> None:
     print(f"wrote {api.plot(log, out)}")
 
 
+def plugin(checkpoint: Path, out: Path, name: str | None, version: str, runtime: str, verify_on: Path | None) -> None:
+    api.plugin(checkpoint, out, name=name, version=version, runtime=runtime, verify_on=verify_on)
+
+
 def weights(out: Path, models: list[str], encoder: str | None) -> None:
     from segtrain.models.weights import ENVIRONMENT
 

@@ -97,7 +97,7 @@ def trained_root(tmp_path_factory) -> Path:
     return root
 
 
-def save_fresh_checkpoint(path: Path, model: str, image_size=32, class_names=("sky", "cloud"), seed=0) -> Path:
+def save_fresh_checkpoint(path: Path, model: str, image_size=32, class_names=("sky", "cloud"), seed=0, **config) -> Path:
     """An untrained model saved in segtrain's checkpoint format (what export and predict read)."""
     from segtrain.outputs.checkpoints import save_atomic
     from segtrain.data.classes import voc_colormap
@@ -106,7 +106,7 @@ def save_fresh_checkpoint(path: Path, model: str, image_size=32, class_names=("s
     from segtrain.data.transforms import MEAN, STD
 
     torch.manual_seed(seed)
-    cfg = resolve({"model": model, "image_size": image_size, "batch_size": 2, "pretrained_backbone": False})
+    cfg = resolve({"model": model, "image_size": image_size, "batch_size": 2, "pretrained_backbone": False, **config})
     net = build_model(model, len(class_names))
     save_atomic({"arch": model, "model_state_dict": net.state_dict(), "config": cfg, "class_names": list(class_names),
                  "class_colors": voc_colormap(len(class_names)), "normalization": {"mean": list(MEAN), "std": list(STD)}},

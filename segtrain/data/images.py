@@ -14,8 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from segtrain.errors import DatasetError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+from segtrain.plugin.app.frames import IMAGE_SUFFIXES  # the edge app lists a folder as predict does
 
 
 @contextmanager

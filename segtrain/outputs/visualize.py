@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from segtrain.outputs.atomic import atomic_open
 from segtrain.data.labels import IGNORE
+from segtrain.plugin.app.pictures import overlay  # the edge app's, so its uploads look like predict's
 
 IGNORE_COLOR = (224, 224, 192)  # VOC's void colour
 CELL_MAX_SIDE = 256
@@ -87,12 +88,6 @@ def colorize(mask: np.ndarray, colors: list[list[int]]) -> np.ndarray:
     lut[: len(colors)] = np.asarray(colors, dtype=np.uint8)
     lut[IGNORE] = IGNORE_COLOR
     return lut[mask]
-
-
-def overlay(image: np.ndarray, color: np.ndarray) -> np.ndarray:
-    """Half class colour, half grey image: the colour reads clearly whatever the image's hue."""
-    grey = np.asarray(Image.fromarray(image).convert("L").convert("RGB"), dtype=np.float32)
-    return (0.5 * grey + 0.5 * color.astype(np.float32)).round().astype(np.uint8)
 
 
 def _resize(array: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:

@@ -21,6 +21,9 @@ from segtrain.outputs.atomic import atomic_open
 from segtrain.paths import cannot_write, output_file, output_folder
 from segtrain.data.images import IMAGE_SUFFIXES, list_images, read_image
 from segtrain.outputs.visualize import colorize, overlay
+from segtrain.data.classes import void_class
+from segtrain.plugin.app.measure import coverage
+from segtrain.plugin.app.pictures import mask_image
 
 PROGRESS_SECONDS = 5.0
 
@@ -80,22 +83,17 @@ def write_atomic(path: Path, write) -> None:
         write(f)
 
 
-def mask_image(mask: np.ndarray, colors: list[list[int]]) -> Image.Image:
-    """Mode P: pixel values are class indices, the palette shows them in the class colours."""
-    image = Image.fromarray(mask)
-    image.putpalette([v for color in colors for v in color])
-    return image
+def summary_columns(class_names: list[str], void: int | None) -> list[str]:
+    """`NAME_fraction`: the class's share of the non-void pixels (the edge plugins' cloud cover for
+    `cloud`); the void class's column, `NAME_share_of_image`, is its share of the whole image."""
+    return ["image", "width", "height"] + [f"{name}_share_of_image" if k == void else f"{name}_fraction"
+                                           for k, name in enumerate(class_names)]
 
 
-def class_fractions(mask: np.ndarray, n_classes: int) -> list[float]:
-    """Share of pixels whose argmax is each class: the edge plugins' cloud cover for `cloud`."""
-    return [float(v) for v in np.bincount(mask.ravel(), minlength=n_classes)[:n_classes] / mask.size]
-
-
-def write_summary(path: Path, rows: list[list], class_names: list[str]) -> None:
+def write_summary(path: Path, rows: list[list], columns: list[str]) -> None:
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["image", "width", "height"] + [f"{name}_fraction" for name in class_names])
+    writer.writerow(columns)
     writer.writerows(rows)
     # A file name that is not UTF-8 (possible on POSIX) keeps its exact bytes, so the column still
     # names the file; the rest of the file is plain UTF-8.
@@ -122,13 +120,15 @@ def predict(source: Path, model_path: Path, out_dir: Path, overlay_jpeg: bool = 
     predictor = open_predictor(model_path, device, tile, overlap, log, tta)
     batch_size = batch_size or predictor.batch_size
     names, colors = predictor.class_names, predictor.class_colors
+    void = void_class(names, predictor.config, str(model_path))
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise cannot_write(out_dir, e) from None
     size_text = "native size" if predictor.image_size is None else "x".join(map(str, predictor.image_size))
     log(f"predict: {len(inputs)} image(s) with {model_path} (classes {', '.join(names)}; model input {size_text}"
-        + (f"; tiles {tile} px" if tile else "") + ("; flip TTA" if tta else "") + f") into {out_dir}")
+        + (f"; tiles {tile} px" if tile else "") + ("; flip TTA" if tta else "")
+        + (f"; {names[void]} is void: outside every fraction" if void is not None else "") + f") into {out_dir}")
 
     rows: list[list] = []
     start = last = time.perf_counter()
@@ -143,7 +143,7 @@ def predict(source: Path, model_path: Path, out_dir: Path, overlay_jpeg: bool = 
                 blended = Image.fromarray(overlay(image, colorize(mask, colors)))
                 write_atomic(overlay_path(out_dir, rel), lambda f: blended.save(f, format="JPEG", quality=90))
             rows.append([rel.as_posix(), mask.shape[1], mask.shape[0]]
-                        + class_fractions(mask, len(names)))
+                        + coverage(mask, len(names), void))
         pending.clear()
         now = time.perf_counter()
         if now - last >= PROGRESS_SECONDS or len(rows) == len(inputs):
@@ -156,6 +156,6 @@ def predict(source: Path, model_path: Path, out_dir: Path, overlay_jpeg: bool = 
             flush()
         pending.append((rel, image))
     flush()
-    write_summary(summary, rows, names)
+    write_summary(summary, rows, summary_columns(names, void))
     log(f"predict: masks in {out_dir}, class fractions in {summary}")
     return summary
