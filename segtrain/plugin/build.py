@@ -16,7 +16,7 @@ import string
 import tempfile
 from pathlib import Path
 
-from segtrain import __version__
+from segtrain.version import __version__
 from segtrain.data.classes import void_class
 from segtrain.errors import ConfigError
 from segtrain.outputs.checkpoints import read_checkpoint
