@@ -15,7 +15,6 @@ ONNX files run on onnxruntime alone: PyTorch is imported only for TorchScript an
 
 from __future__ import annotations
 
-import json
 import warnings
 import zipfile
 from pathlib import Path
@@ -26,6 +25,7 @@ from PIL import Image
 from segtrain.errors import CheckpointError, ConfigError
 from segtrain.evaluation.tiling import sliding_window
 from segtrain.evaluation.tta import with_flips
+from segtrain.use.model_facts import exported_facts
 from segtrain.use.pt2_check import UnsafePt2, check_pt2
 
 METADATA_KEY = "segtrain"  # the ONNX metadata_props entry (and TorchScript/.pt2 extra file stem) holding JSON
@@ -132,7 +132,7 @@ def _torch_runner(path: Path, kind: str):
 
 
 def open_exported(path: Path, kind: str | None = None, spinning: bool = True):
-    """(metadata dict, run: float32 NCHW batch -> logits) of an exported file. spinning=False: an ONNX
+    """(checked metadata, run: float32 NCHW batch -> logits) of an exported file. spinning=False: an ONNX
     file's threads sleep between runs (for timing it against another file in the same process)."""
     path = Path(path)
     kind = kind or exported_kind(path)
@@ -142,7 +142,7 @@ def open_exported(path: Path, kind: str | None = None, spinning: bool = True):
     if raw is None:
         raise CheckpointError(f"{path}: a {kind} model without segtrain's metadata (class names, "
                               f"normalisation, input size). Export it with segtrain export --format {kind}.")
-    return json.loads(raw), run
+    return exported_facts(path, raw), run
 
 
 class ExportedPredictor:
@@ -150,15 +150,15 @@ class ExportedPredictor:
                  tta: bool = False, spinning: bool = True):
         meta, run = open_exported(path, kind, spinning)
         self.run = with_flips(run) if tta else run
-        self.metadata = meta
-        self.class_names = meta["class_names"]
-        self.class_colors = meta["class_colors"]
-        self.image_size = meta["image_size"]
-        self.raw_input = meta.get("input_kind") == "raw"
-        self.config = meta.get("config", {})
-        self.mean = np.asarray(meta["mean"], dtype=np.float32)[:, None, None]
-        self.std = np.asarray(meta["std"], dtype=np.float32)[:, None, None]
-        self.batch_size = meta.get("batch_size", 1)
+        self.metadata = meta.metadata
+        self.class_names = meta.facts.class_names
+        self.class_colors = meta.facts.class_colors
+        self.image_size = meta.image_size
+        self.raw_input = meta.raw_input
+        self.config = meta.facts.config
+        self.mean = np.asarray(meta.facts.mean, dtype=np.float32)[:, None, None]
+        self.std = np.asarray(meta.facts.std, dtype=np.float32)[:, None, None]
+        self.batch_size = meta.batch_size
         if tile is not None and self.raw_input:
             raise ConfigError(f"--tile {tile}: {path} is a raw-input export, which resizes whole images itself; "
                               "drop --tile, or export without --raw-input to predict in tiles.")

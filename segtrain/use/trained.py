@@ -16,14 +16,13 @@ from torch import nn
 
 from segtrain import __version__
 from segtrain.outputs.checkpoints import read_checkpoint
-from segtrain.data.classes import voc_colormap
-from segtrain.config.load import with_defaults
 from segtrain.data.folder import eval_input
 from segtrain.errors import CheckpointError
 from segtrain.evaluation.inference import class_map, native_logits, use_channels_last
 from segtrain.models.registry import MODEL_NAMES, build_model
 from segtrain.runtime.device import select_device
-from segtrain.data.transforms import MEAN, STD, eval_transform
+from segtrain.use.model_facts import checkpoint_facts
+from segtrain.data.transforms import eval_transform
 
 
 @dataclass
@@ -83,7 +82,8 @@ def load_trained(path: Path, device: str = "auto", log=print) -> TrainedModel:
             "Use a MODEL-*/model_best.pth.tar or checkpoint.pth.tar of a segtrain run, or train from this "
             "file with \"pretrained_net\"."
         )
-    cfg = with_defaults(cfg)
+    facts = checkpoint_facts(path, ckpt)
+    names, cfg = facts.class_names, facts.config
     model = build_model(arch, len(names), cfg["aux_loss"], encoder=cfg["encoder"])
     try:
         model.load_state_dict(ckpt["model_state_dict"], strict=True)
@@ -93,9 +93,8 @@ def load_trained(path: Path, device: str = "auto", log=print) -> TrainedModel:
                               "The file is damaged or was edited; use the run's checkpoint as written.") from None
     target = select_device(device, log, doing="running")
     model.to(target).eval()
-    colors = ckpt.get("class_colors") or voc_colormap(len(names))
-    normalization = ckpt.get("normalization") or {"mean": list(MEAN), "std": list(STD)}
-    trained = TrainedModel(model, arch, list(names), [list(c) for c in colors], normalization, cfg, target, path)
+    normalization = {"mean": facts.mean, "std": facts.std}
+    trained = TrainedModel(model, arch, names, facts.class_colors, normalization, cfg, target, path)
     if trained.channels_last:
         model.to(memory_format=torch.channels_last)
     return trained
