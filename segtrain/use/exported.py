@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from segtrain.errors import CheckpointError, ConfigError
+from segtrain.evaluation.resize import class_mask, resize_logits
 from segtrain.evaluation.tiling import sliding_window
 from segtrain.evaluation.tta import with_flips
 from segtrain.use.model_facts import exported_facts
@@ -31,25 +32,6 @@ from segtrain.use.pt2_check import UnsafePt2, check_pt2
 METADATA_KEY = "segtrain"  # the ONNX metadata_props entry (and TorchScript/.pt2 extra file stem) holding JSON
 EXTRA_FILE = f"{METADATA_KEY}.json"
 KINDS = ("onnx", "torchscript", "pt2")
-
-
-def _axis(n_in: int, n_out: int):
-    """Source indices and weights of torch's bilinear resize with align_corners=False, no antialias."""
-    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
-    low = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
-    high = np.minimum(low + 1, n_in - 1)
-    frac = (src - low).astype(np.float32)
-    return low, high, 1 - frac, frac
-
-
-def resize_logits(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(C, h, w) -> (C, H, W), bilinear."""
-    if logits.shape[-2:] == tuple(size):
-        return logits
-    y0, y1, wy0, wy1 = _axis(logits.shape[1], size[0])
-    x0, x1, wx0, wx1 = _axis(logits.shape[2], size[1])
-    rows = logits[:, y0, :] * wy0[:, None] + logits[:, y1, :] * wy1[:, None]
-    return rows[:, :, x0] * wx0 + rows[:, :, x1] * wx1
 
 
 def exported_kind(path: Path) -> str | None:
@@ -178,18 +160,22 @@ class ExportedPredictor:
         chw = image.transpose(2, 0, 1).astype(np.float32) / 255
         return (chw - self.mean) / self.std
 
-    def logits(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """Per image, float32 logits (C, H, W) at its native size."""
+    def model_size_logits(self, images: list[np.ndarray]):
+        """Per image, float32 logits (C, h, w) at the size the file was given."""
         batch = np.stack([self.model_input(image) for image in images])
         if self.tile is None:
-            logits = self.run(batch)
-        else:
-            def zeros(shape):
-                return np.zeros(shape, dtype=np.float32)
+            return self.run(batch)
 
-            logits = [sliding_window(lambda crops: self.run(np.stack(crops)), one, self.tile, self.overlap,
-                                     len(images), zeros) for one in batch]
-        return [resize_logits(one, image.shape[:2]) for one, image in zip(logits, images)]
+        def zeros(shape):
+            return np.zeros(shape, dtype=np.float32)
+
+        return [sliding_window(lambda crops: self.run(np.stack(crops)), one, self.tile, self.overlap,
+                               len(images), zeros) for one in batch]
+
+    def logits(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Per image, float32 logits (C, H, W) at its native size."""
+        return [resize_logits(one, image.shape[:2]) for one, image in zip(self.model_size_logits(images), images)]
 
     def masks(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        return [one.argmax(0).astype(np.uint8) for one in self.logits(images)]
+        """HxW uint8 class indices per image, resized and compared strip by strip (evaluation/resize.py)."""
+        return [class_mask(one, image.shape[:2]) for one, image in zip(self.model_size_logits(images), images)]

@@ -18,7 +18,8 @@ from segtrain import __version__
 from segtrain.outputs.checkpoints import read_checkpoint
 from segtrain.data.folder import eval_input
 from segtrain.errors import CheckpointError
-from segtrain.evaluation.inference import class_map, native_logits, use_channels_last
+from segtrain.evaluation.inference import model_size_logits, native_logits, use_channels_last
+from segtrain.evaluation.resize import class_mask
 from segtrain.models.registry import MODEL_NAMES, build_model
 from segtrain.runtime.device import select_device
 from segtrain.use.model_facts import checkpoint_facts
@@ -128,5 +129,10 @@ class TorchPredictor:
                              self.trained.channels_last, self.tile, self.overlap, self.tta)
 
     def masks(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """HxW uint8 class indices per HxWx3 uint8 image."""
-        return [class_map(one, 0).to(torch.uint8).cpu().numpy() for one in self.logits(images)]
+        """HxW uint8 class indices per HxWx3 uint8 image, resized and compared strip by strip
+        (evaluation/resize.py), so the logits at native size never exist whole."""
+        cfg = self.trained.config
+        batch = torch.stack([eval_input(image, self.transform) for image in images])
+        logits = model_size_logits(self.trained.model, batch, cfg["amp"], self.trained.channels_last, self.tile,
+                                   self.overlap, self.tta)
+        return [class_mask(one, image.shape[:2]) for one, image in zip(logits, images)]
