@@ -261,9 +261,6 @@ def check_saved(saved: Any, source: str) -> dict[str, Any]:
     lacks stay null, as `with_defaults` leaves them."""
     if not isinstance(saved, dict):
         raise ConfigError(f"{source}: 'config' must be a JSON object, got {type(saved).__name__}.")
-    from segtrain.models.losses import check_loss_keys
-    from segtrain.models.smp_models import check_encoder
-
     cfg = with_defaults(saved)
     _check_numbers(cfg, source)
     _check_flags(cfg, source)
@@ -274,6 +271,11 @@ def check_saved(saved: Any, source: str) -> dict[str, Any]:
             _choice(cfg, key, source, choices)
     if cfg["lr"] is not None:
         _number(cfg, "lr", source, minimum=0, exclusive=True)
+    try:
+        from segtrain.models.losses import check_loss_keys
+        from segtrain.models.smp_models import check_encoder
+    except ImportError:  # an ONNX file on a node without PyTorch: only training and evaluate read these keys
+        return cfg
     check_loss_keys(cfg, source)
     if cfg["encoder"] is not None:
         check_encoder(cfg["encoder"], source)

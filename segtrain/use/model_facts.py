@@ -18,7 +18,6 @@ from pathlib import Path
 from segtrain.config import user_json
 from segtrain.config.load import _image_size, _number, check_saved
 from segtrain.data.classes import check_class_colors, check_class_names, voc_colormap
-from segtrain.data.transforms import MEAN, STD
 from segtrain.errors import CheckpointError, SegtrainError
 
 FIX = "The file was edited or damaged; use the model file as segtrain train or export wrote it."
@@ -60,8 +59,12 @@ def checked_facts(source: str, names, colors, mean, std, config) -> ModelFacts:
     with _refusing(source):
         names = check_class_names(names, source)
         colors = voc_colormap(len(names)) if colors is None else check_class_colors(colors, len(names), source)
-        mean = list(MEAN) if mean is None else _channel_values(mean, "mean", source, positive=False)
-        std = list(STD) if std is None else _channel_values(std, "std", source, positive=True)
+        if mean is None or std is None:  # a checkpoint of the original tool: ImageNet's, as it trained with
+            from segtrain.data.transforms import MEAN, STD
+
+            mean, std = mean or list(MEAN), std or list(STD)
+        mean = _channel_values(mean, "mean", source, positive=False)
+        std = _channel_values(std, "std", source, positive=True)
         config = check_saved({} if config is None else config, source)
     return ModelFacts(names, colors, mean, std, config)
 
