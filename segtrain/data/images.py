@@ -70,9 +70,8 @@ def read_image(path: Path) -> np.ndarray:
     """HxWx3 uint8, upright; grey, palette and alpha images become RGB.
 
     Copied out of Pillow in strips: `np.array(img.convert("RGB"))` holds the picture four times at
-    its peak (Pillow's pixels, the converted copy, tobytes' chunks and their join: about 1.1 GB
-    for a 9400 x 9400 PNG), strips hold it twice. Conversion to RGB is per pixel, so a strip
-    converts alike."""
+    its peak (Pillow's pixels, the converted copy, tobytes' chunks and their join; BENCHMARKS.md
+    section 9), strips hold it twice. Conversion to RGB is per pixel, so a strip converts alike."""
     with open_image(path) as img:
         upright = load_upright(img)
         width, height = upright.size
