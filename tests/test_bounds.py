@@ -371,7 +371,7 @@ def test_an_image_too_large_for_the_memory_limit_is_refused_before_it_is_decoded
     monkeypatch.setenv("SEGTRAIN_PREDICT_MAX_GB", "0.05")
     _one_line_error(capsys, ["predict", tmp_path / "in", "--checkpoint", ckpt, "--out", tmp_path / "out"],
                     "a.png: predicting this image needs about", "--tile", "SEGTRAIN_PREDICT_MAX_GB")
-    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.png"))
+    assert not (tmp_path / "out").exists()
     assert main(["predict", str(tmp_path / "in"), "--checkpoint", str(ckpt), "--out", str(tmp_path / "out"),
                  "--tile", "64"]) == 0
     assert np.asarray(Image.open(tmp_path / "out" / "a.png")).shape == (200, 200)

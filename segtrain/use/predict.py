@@ -72,15 +72,15 @@ def memory_limit(environ=os.environ) -> int:
 def prediction_bytes(height: int, width: int, n_classes: int, image_size: list[int] | None, tile: int | None,
                      overlay_jpeg: bool) -> int:
     """About the memory predicting one image takes beyond the loaded model: its decoded pixels
-    (Pillow's and the array), the mask and its PNG; at native size also the float input, the
-    logits (and with --tile their running sums) and the model's activations (per tile with --tile);
-    with --overlay the float blend. With a fixed input size the logits are resized in strips of a
-    bounded size (evaluation/resize.py)."""
+    (Pillow's and the array), the mask and its PNG; the model's float input and its logits (with
+    --tile their running sums) at the input's size, which is the image's own without image_size;
+    the model's activations, per tile with --tile; with --overlay the float blend. Logits resized to
+    a larger native size are resized in strips of a bounded size (evaluation/resize.py)."""
     pixels = height * width
-    need = pixels * (4 + 3 + 1 + 1)
-    if image_size is None:
-        model_pixels = min(pixels, tile * tile) if tile else pixels
-        need += pixels * (12 + 4 * (n_classes + 1)) + model_pixels * ACTIVATION_BYTES_PER_PIXEL
+    model_pixels = pixels if image_size is None else image_size[0] * image_size[1]
+    run_pixels = min(model_pixels, tile * tile) if tile else model_pixels
+    need = pixels * (4 + 3 + 1 + 1) + model_pixels * (12 + 4 * (n_classes + 1))
+    need += run_pixels * ACTIVATION_BYTES_PER_PIXEL
     if overlay_jpeg:
         need += pixels * (3 + 12 + 12 + 3)
     return need
@@ -93,14 +93,12 @@ def image_size_of(path: Path) -> tuple[int, int]:
     return height, width
 
 
-def check_memory(path: Path, need: int, limit: int, image_size, tile) -> None:
-    if need <= limit:
-        return
-    how = ("predict it in tiles (--tile 512) or downscale it" if image_size is None and not tile
-           else "downscale it" + (", use a smaller --tile" if tile else ""))
-    raise DatasetError(f"{path}: predicting this image needs about {need / GB:.1f} GB of memory, over the "
-                       f"limit of {limit / GB:.1f} GB; {how}, or raise the limit with {MEMORY_ENV}=GB "
-                       "(default: half this machine's memory).")
+def check_memory(path: Path, need: int, limit: int, tile: int | None) -> None:
+    if need > limit:
+        how = "use a smaller --tile" if tile else "predict it in tiles (--tile 512)"
+        raise DatasetError(f"{path}: predicting this image needs about {need / GB:.1f} GB of memory, over the "
+                           f"limit of {limit / GB:.1f} GB; {how} or downscale it, or raise the limit with "
+                           f"{MEMORY_ENV}=GB (default: half this machine's memory).")
 
 
 def find_inputs(source: Path, recursive: bool, notes: list[str]) -> list[tuple[Path, Path]]:
@@ -189,6 +187,11 @@ def predict(source: Path, model_path: Path, out_dir: Path, overlay_jpeg: bool = 
     predictor = open_predictor(model_path, device, tile, overlap, log, tta)
     batch_size = batch_size or predictor.batch_size
     names, colors = predictor.class_names, predictor.class_colors
+    # Every image's need from its header first: one that cannot fit refuses the run before any work.
+    needs = [prediction_bytes(*image_size_of(path), len(names), predictor.image_size, tile, overlay_jpeg)
+             for path, _ in inputs]
+    for (path, _), need in zip(inputs, needs):
+        check_memory(path, need, limit, tile)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -218,9 +221,7 @@ def predict(source: Path, model_path: Path, out_dir: Path, overlay_jpeg: bool = 
             last = now
 
     pending_bytes = 0
-    for path, rel in inputs:
-        need = prediction_bytes(*image_size_of(path), len(names), predictor.image_size, tile, overlay_jpeg)
-        check_memory(path, need, limit, predictor.image_size, tile)
+    for (path, rel), need in zip(inputs, needs):
         if pending and pending_bytes + need > limit:
             flush()  # the batch so far, before this image's memory is spent
             pending_bytes = 0
