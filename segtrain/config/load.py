@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from segtrain.config import user_json
+from segtrain.config.user_json import MAX_JSON_BYTES
 from segtrain.errors import ConfigError
 from segtrain.textfiles import read_user_text
 
@@ -107,6 +109,10 @@ MAX_THREADS = 1024
 NAME_MAX = 255
 RUN_FOLDER_PREFIX = "MODEL-"
 CLASH_SUFFIX_ROOM = len("-999999")
+# The model's input side: a batch of 8 at 8192 x 8192 is 6 GB of input alone, and the activations
+# of any registry model are tens of times more; at 60000 a file could make predict ask for 43 GB.
+MIN_IMAGE_SIDE = 8
+MAX_IMAGE_SIDE = 8192
 
 
 def _location(text: str, pos: int) -> str:
@@ -127,9 +133,9 @@ def read_config_file(path: Path, missing_hint: str = MISSING_CONFIG_HINT) -> dic
     if not path.is_file():  # a folder, or a FIFO that would block reading
         raise ConfigError(f"{path}: is not a regular file (a folder?). config.list must be a JSON file; "
                           "remove or rename what is there.")
-    text = read_user_text(path)
+    text = read_user_text(path, max_bytes=MAX_JSON_BYTES)
     try:
-        data = json.loads(text)
+        data = user_json.loads(text, str(path))
     except json.JSONDecodeError as e:
         raise ConfigError(
             f"{path}: not valid JSON at {_location(text, e.pos)}: {e.msg}. "
@@ -148,7 +154,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigError(f"--set {pair!r}: expected key=value, e.g. --set lr=0.01")
         try:
-            value = json.loads(raw)
+            value = user_json.loads(raw, f"--set {key.strip()}")
         except json.JSONDecodeError:
             value = raw
         out[key.strip()] = value
@@ -201,19 +207,20 @@ def _choice(cfg, key, source, choices):
         )
 
 
+def _side(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and MIN_IMAGE_SIDE <= value <= MAX_IMAGE_SIDE
+
+
 def _image_size(value, source):
     if value is None:
         return None
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 8:
+    if _side(value):
         return [value, value]
-    if (
-        isinstance(value, list)
-        and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 8 for v in value)
-    ):
+    if isinstance(value, list) and len(value) == 2 and all(_side(v) for v in value):
         return list(value)
     raise ConfigError(
-        f"{source}: key 'image_size' must be null, an integer >= 8 or [height, width], got {value!r}."
+        f"{source}: key 'image_size' must be null, an integer {MIN_IMAGE_SIDE}..{MAX_IMAGE_SIDE} or [height, width] "
+        f"of such integers, got {value!r}."
     )
 
 
@@ -240,12 +247,7 @@ def resolve(raw: dict[str, Any], source: str = "config.list", name_max: int = NA
     if open_keys(raw):  # chosen from the folder when training starts (recipe.fit_recipe)
         cfg[FIT_KEY] = open_keys(raw)
 
-    device = cfg["device"]
-    if not isinstance(device, str) or not (
-        device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
-    ):
-        raise ConfigError(f"{source}: key 'device' must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}.")
-
+    _check_device(cfg["device"], source)
     cfg["model"] = _model_name(cfg, source, MODEL_NAMES)
     cfg["encoder"] = _encoder(cfg, source)
     check_loss_keys(cfg, source)
@@ -260,6 +262,41 @@ def resolve(raw: dict[str, Any], source: str = "config.list", name_max: int = NA
         raise ConfigError(f"{source}: key 'weights_dir' must be a folder path string or null.")
     return cfg
 
+
+
+def check_saved(saved: Any, source: str) -> dict[str, Any]:
+    """A config stored in a model file (checkpoint or exported file) by an earlier run: the keys
+    added since at their defaults, and every value under the rules `resolve` applies to
+    config.list. Values the run resolved are checked, not resolved again; those an older file
+    lacks stay null, as `with_defaults` leaves them."""
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{source}: 'config' must be a JSON object, got {type(saved).__name__}.")
+    cfg = with_defaults(saved)
+    _check_numbers(cfg, source)
+    _check_flags(cfg, source)
+    _check_device(cfg["device"], source)
+    cfg["image_size"] = _image_size(cfg["image_size"], source)
+    for key, choices in (("optimizer", OPTIMIZERS), ("loss_reduction", LOSS_REDUCTIONS), ("lr_schedule", LR_SCHEDULES)):
+        if cfg[key] is not None:
+            _choice(cfg, key, source, choices)
+    if cfg["lr"] is not None:
+        _number(cfg, "lr", source, minimum=0, exclusive=True)
+    try:
+        from segtrain.models.losses import check_loss_keys
+        from segtrain.models.smp_models import check_encoder
+    except ImportError:  # an ONNX file on a node without PyTorch: only training and evaluate read these keys
+        return cfg
+    check_loss_keys(cfg, source)
+    if cfg["encoder"] is not None:
+        check_encoder(cfg["encoder"], source)
+    return cfg
+
+
+def _check_device(device, source: str) -> None:
+    if not isinstance(device, str) or not (
+        device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
+    ):
+        raise ConfigError(f"{source}: key 'device' must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}.")
 
 
 def _check_numbers(cfg: dict, source: str) -> None:

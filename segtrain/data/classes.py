@@ -9,6 +9,7 @@ from segtrain.errors import DatasetError
 from segtrain.textfiles import read_user_text
 
 MAX_CLASSES = 254  # label index 255 is reserved internally for ignored pixels
+MAX_CLASS_NAME_LENGTH = 200
 # Names that say a class is outside what is measured (data/void.py).
 VOID_NAMES = {"void", "undefined", "ignore", "ignored", "unlabeled", "unlabelled", "unknown", "dontcare",
               "outside", "background-outside", "border", "lens-border", "no-data", "nodata", "invalid", "masked"}
@@ -87,23 +88,33 @@ def read_class_names(path: Path) -> list[str]:
             "class-index order (e.g. 'sky' then 'cloud')."
         )
     names = [line.strip() for line in read_user_text(path, DatasetError).splitlines()]
-    names = [n for n in names if n]
+    return check_class_names([n for n in names if n], str(path))
+
+
+def check_class_names(names, source: str, error: type[Exception] = DatasetError) -> list[str]:
+    """The rules of class_names.list, for the file and for the names a model file holds."""
+    if not isinstance(names, list) or not all(isinstance(n, str) and n and n == n.strip() and "\n" not in n
+                                              for n in names):
+        raise error(f"{source}: class names must be a list of non-empty one-line names, got {str(names)[:80]}.")
     if not names:
-        raise DatasetError(f"{path}: class_names.list is empty. Write one class name per line.")
+        raise error(f"{source}: class_names.list is empty. Write one class name per line.")
     if len(names) == 1:
-        raise DatasetError(
-            f"{path}: only one class ({names[0]!r}). Segmentation needs at least two, e.g. a background class."
+        raise error(
+            f"{source}: only one class ({names[0]!r}). Segmentation needs at least two, e.g. a background class."
         )
+    if len(names) > MAX_CLASSES:
+        raise error(f"{source}: {len(names)} classes; at most {MAX_CLASSES} are supported.")
     seen: dict[str, int] = {}
     for index, name in enumerate(names):
+        if len(name) > MAX_CLASS_NAME_LENGTH:
+            raise error(f"{source}: class {index} has a name of {len(name)} characters; at most "
+                        f"{MAX_CLASS_NAME_LENGTH} are supported (they head summary.csv's columns). Shorten it.")
         if name in seen:
-            raise DatasetError(
-                f"{path}: class name {name!r} appears twice (classes {seen[name]} and {index}). "
+            raise error(
+                f"{source}: class name {name!r} appears twice (classes {seen[name]} and {index}). "
                 "Each line must name a different class."
             )
         seen[name] = index
-    if len(names) > MAX_CLASSES:
-        raise DatasetError(f"{path}: {len(names)} classes; at most {MAX_CLASSES} are supported.")
     return names
 
 
@@ -121,17 +132,30 @@ def read_class_colors(path: Path, n_classes: int) -> list[list[int]] | None:
             rgb = [int(p) for p in parts]
         except ValueError:
             rgb = []
-        if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+        if not _is_color(rgb):
             raise DatasetError(
                 f"{path}, line {number}: {line.strip()!r} is not a colour. Write three integers "
                 "0-255 per line, e.g. '255 255 255'."
             )
         colors.append(rgb)
+    return check_class_colors(colors, n_classes, str(path))
+
+
+def _is_color(rgb) -> bool:
+    return (isinstance(rgb, list) and len(rgb) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in rgb))
+
+
+def check_class_colors(colors, n_classes: int, source: str, error: type[Exception] = DatasetError) -> list[list[int]]:
+    """The rules of class_colors.list (one distinct R G B colour, 0-255, per class), for the file and
+    for the colours a model file holds."""
+    if not isinstance(colors, list) or not all(_is_color(c) for c in colors):
+        raise error(f"{source}: class colours must be [R, G, B] lists of integers 0-255, got {str(colors)[:80]}.")
     if len(colors) != n_classes:
-        raise DatasetError(
-            f"{path}: {len(colors)} colours for {n_classes} classes in class_names.list. "
+        raise error(
+            f"{source}: {len(colors)} colours for {n_classes} classes in class_names.list. "
             "Write exactly one 'R G B' line per class, in the same order."
         )
     if len({tuple(c) for c in colors}) != len(colors):
-        raise DatasetError(f"{path}: two classes share one colour; every class needs its own colour.")
+        raise error(f"{source}: two classes share one colour; every class needs its own colour.")
     return colors

@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from segtrain.errors import SegtrainError
 from segtrain.config.presets import PRESETS
+from segtrain.data.extract_limits import ExtractBudget, ExtractLimits, TooLarge, decompressed as _decompressed
 
 CONNECT_TIMEOUT_S = 15
 READ_TIMEOUT_S = 120  # a stalled transfer fails instead of hanging forever
@@ -118,33 +119,62 @@ def _unsafe_zip_member(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
-def extract(archive: Path, into: Path) -> None:
-    """Unpack a tar (.tar.gz, .tgz, ...) or zip archive into `into`, confined to it: a member with an
-    absolute path or `..`, a link pointing outside, or a device file or FIFO refuses the archive
-    (and what was unpacked of it is removed)."""
-    refused = None
-    if tarfile.is_tarfile(archive):
-        if not hasattr(tarfile, "data_filter"):  # added in Python 3.10.12 / 3.11.4
-            raise DownloadError(f"{archive}: this Python cannot extract archives safely (tarfile has no data filter). "
-                                "Update to Python 3.11.4 or newer, or extract the archive by hand.")
-        with tarfile.open(archive) as tar:
-            try:
-                tar.extractall(into, filter=_confined)
-            except tarfile.FilterError as e:
-                refused = str(e)
-    elif zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as z:
-            unsafe = [(info.filename, why) for info in z.infolist() if (why := _unsafe_zip_member(info))]
-            if unsafe:
-                refused = f"{unsafe[0][0]!r} {unsafe[0][1]}"
-            else:
-                z.extractall(into)
-    else:
-        raise DownloadError(f"{archive}: not a tar or zip archive. Pass the .tar.gz file as downloaded.")
-    if refused:
+def _extract_tar(archive: Path, into: Path, budget: ExtractBudget) -> None:
+    # Stream mode reads the archive once, front to back, through the counting reader; each member
+    # is extracted as it is reached, so a bomb is stopped at the limit, not after the headers of all.
+    with open(archive, "rb") as raw, _decompressed(raw) as stream, \
+            tarfile.open(fileobj=budget.counting(stream), mode="r|") as tar:
+        tar.extractall(into, members=budget.tar_members(tar), filter=_confined)
+
+
+def _extract_zip(archive: Path, into: Path, budget: ExtractBudget) -> None:
+    with zipfile.ZipFile(archive) as z:
+        infos = z.infolist()
+        unsafe = [(info.filename, why) for info in infos if (why := _unsafe_zip_member(info))]
+        if unsafe:
+            raise _Refused(f"{unsafe[0][0]!r} {unsafe[0][1]}")
+        budget.count_members(len(infos))
+        for info in infos:
+            budget.start_member(info.filename, info.file_size)
+            target = into / info.filename.replace("\\", "/")
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with z.open(info) as source, open(target, "wb") as out:
+                shutil.copyfileobj(budget.counting(source), out)
+
+
+class _Refused(Exception):
+    pass
+
+
+def extract(archive: Path, into: Path, limits: ExtractLimits | None = None) -> None:
+    """Unpack a tar (.tar.gz, .tgz, ...) or zip archive into `into`, confined to it and within
+    `limits` (from the environment by default): a member with an absolute path or `..`, a link
+    pointing outside, a device file or FIFO, or an archive that expands beyond a limit refuses the
+    archive (and what was unpacked of it is removed)."""
+    budget = ExtractBudget(limits or ExtractLimits.from_environment(), archive)
+    try:
+        if tarfile.is_tarfile(archive):
+            if not hasattr(tarfile, "data_filter"):  # added in Python 3.10.12 / 3.11.4
+                raise DownloadError(f"{archive}: this Python cannot extract archives safely (tarfile has no data "
+                                    "filter). Update to Python 3.11.4 or newer, or extract the archive by hand.")
+            _extract_tar(archive, into, budget)
+        elif zipfile.is_zipfile(archive):
+            _extract_zip(archive, into, budget)
+        else:
+            raise DownloadError(f"{archive}: not a tar or zip archive. Pass the .tar.gz file as downloaded.")
+    except TooLarge as e:
         shutil.rmtree(into, ignore_errors=True)
-        raise DownloadError(f"{archive}: refused, {refused}; nothing was written outside {into}. "
-                            "This is not the published archive: download it again from the dataset's site.")
+        raise DownloadError(f"{archive}: refused, {e}; what was unpacked of it was removed.") from None
+    except (tarfile.FilterError, _Refused) as e:
+        shutil.rmtree(into, ignore_errors=True)
+        raise DownloadError(f"{archive}: refused, {e}; nothing was written outside {into}. "
+                            "This is not the published archive: download it again from the dataset's site.") from None
+    except BaseException:
+        shutil.rmtree(into, ignore_errors=True)  # a damaged archive (or Ctrl-C) leaves no half tree
+        raise
 
 
 def find_pairs_of_folders(tree: Path) -> list[tuple[Path, Path, Path]]:

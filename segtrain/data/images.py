@@ -61,10 +61,25 @@ def load_upright(img: Image.Image) -> Image.Image:
     return ImageOps.exif_transpose(img) if turned else img
 
 
+# Rows of a decoded image copied out of Pillow at a time (RGB: 4 MB).
+COPY_PIXELS = 1 << 20
+
+
 def read_image(path: Path) -> np.ndarray:
-    """HxWx3 uint8, upright; grey, palette and alpha images become RGB."""
+    """HxWx3 uint8, upright; grey, palette and alpha images become RGB.
+
+    Copied out of Pillow in strips: `np.array(img.convert("RGB"))` holds the picture four times at
+    its peak (Pillow's pixels, the converted copy, tobytes' chunks and their join; BENCHMARKS.md
+    section 9), strips hold it twice. Conversion to RGB is per pixel, so a strip converts alike."""
     with open_image(path) as img:
-        return np.array(load_upright(img).convert("RGB"))
+        upright = load_upright(img)
+        width, height = upright.size
+        out = np.empty((height, width, 3), dtype=np.uint8)
+        step = max(1, COPY_PIXELS // max(1, width))
+        for top in range(0, height, step):
+            strip = upright.crop((0, top, width, min(top + step, height)))
+            out[top:top + step] = np.asarray(strip if strip.mode == "RGB" else strip.convert("RGB"))
+        return out
 
 
 def list_images(folder: Path, suffixes: set[str], notes: list[str]) -> dict[str, Path]:

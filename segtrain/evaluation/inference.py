@@ -7,8 +7,8 @@ from __future__ import annotations
 import contextlib
 
 import torch
-import torch.nn.functional as F
 
+from segtrain.evaluation.resize import resize_logits
 from segtrain.evaluation.tiling import sliding_window
 from segtrain.evaluation.tta import with_flips
 
@@ -61,10 +61,9 @@ def model_logits(model, images: torch.Tensor, amp: bool = False, channels_last: 
         return model(images)["out"].float()
 
 
-def native_logits(model, images: torch.Tensor, sizes: list[tuple[int, int]], amp: bool = False,
-                  channels_last: bool = False, tile: int | None = None, overlap: int = 0,
-                  tta: bool = False) -> list[torch.Tensor]:
-    """Per image, float32 logits (C, H, W) at its native size. The caller sets eval mode.
+def model_size_logits(model, images: torch.Tensor, amp: bool = False, channels_last: bool = False,
+                      tile: int | None = None, overlap: int = 0, tta: bool = False):
+    """Per image, float32 logits (C, h, w) at the model input's size. The caller sets eval mode.
 
     With `tile`, each image is run as overlapping tile x tile windows (see segtrain.tiling),
     batched as many at a time as there are images in `images`. With `tta`, every batch the model
@@ -78,17 +77,19 @@ def native_logits(model, images: torch.Tensor, sizes: list[tuple[int, int]], amp
 
     forward = with_flips(forward) if tta else forward
     if tile is None:
-        logits = forward(images)
-    else:
-        def zeros(shape):
-            return torch.zeros(shape, device=device)
+        return forward(images)
 
-        logits = [sliding_window(lambda crops: forward(torch.stack(crops)), image, tile, overlap, len(images), zeros)
-                  for image in images]
-    out = []
-    for one, size in zip(logits, sizes):
-        one = one[None]
-        if tuple(one.shape[-2:]) != tuple(size):
-            one = F.interpolate(one, size=tuple(size), mode="bilinear", align_corners=False)
-        out.append(one[0])
-    return out
+    def zeros(shape):
+        return torch.zeros(shape, device=device)
+
+    return [sliding_window(lambda crops: forward(torch.stack(crops)), image, tile, overlap, len(images), zeros)
+            for image in images]
+
+
+def native_logits(model, images: torch.Tensor, sizes: list[tuple[int, int]], amp: bool = False,
+                  channels_last: bool = False, tile: int | None = None, overlap: int = 0,
+                  tta: bool = False) -> list[torch.Tensor]:
+    """Per image, float32 logits (C, H, W) at its native size (evaluation/resize.py): model_size_logits
+    resized back."""
+    logits = model_size_logits(model, images, amp, channels_last, tile, overlap, tta)
+    return [resize_logits(one, size) for one, size in zip(logits, sizes)]

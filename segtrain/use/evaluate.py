@@ -11,7 +11,6 @@ from pathlib import Path
 
 import torch
 
-from segtrain.config.load import with_defaults
 from segtrain.data.classes import read_class_colors, read_class_names, void_class
 from segtrain.data.folder import SegmentationDataset, check_sizes, find_pairs, inspect_root
 from segtrain.errors import DatasetError
@@ -52,8 +51,8 @@ def split_pairs(root: Path, predictor, source: Path, split: str, log=print):
 
 
 def model_config(predictor) -> dict:
-    """The training config of the model (files exported before it was embedded get the defaults)."""
-    return with_defaults(predictor.config)
+    """The training config of the model, checked, with defaults for what older files lack (use/model_facts.py)."""
+    return predictor.config
 
 
 def predictor_batches(predictor, dataset: SegmentationDataset):

@@ -15,7 +15,6 @@ ONNX files run on onnxruntime alone: PyTorch is imported only for TorchScript an
 
 from __future__ import annotations
 
-import json
 import warnings
 import zipfile
 from pathlib import Path
@@ -24,32 +23,15 @@ import numpy as np
 from PIL import Image
 
 from segtrain.errors import CheckpointError, ConfigError
+from segtrain.evaluation.resize import class_mask, resize_logits
 from segtrain.evaluation.tiling import sliding_window
 from segtrain.evaluation.tta import with_flips
+from segtrain.use.model_facts import exported_facts
 from segtrain.use.pt2_check import UnsafePt2, check_pt2
 
 METADATA_KEY = "segtrain"  # the ONNX metadata_props entry (and TorchScript/.pt2 extra file stem) holding JSON
 EXTRA_FILE = f"{METADATA_KEY}.json"
 KINDS = ("onnx", "torchscript", "pt2")
-
-
-def _axis(n_in: int, n_out: int):
-    """Source indices and weights of torch's bilinear resize with align_corners=False, no antialias."""
-    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
-    low = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
-    high = np.minimum(low + 1, n_in - 1)
-    frac = (src - low).astype(np.float32)
-    return low, high, 1 - frac, frac
-
-
-def resize_logits(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(C, h, w) -> (C, H, W), bilinear."""
-    if logits.shape[-2:] == tuple(size):
-        return logits
-    y0, y1, wy0, wy1 = _axis(logits.shape[1], size[0])
-    x0, x1, wx0, wx1 = _axis(logits.shape[2], size[1])
-    rows = logits[:, y0, :] * wy0[:, None] + logits[:, y1, :] * wy1[:, None]
-    return rows[:, :, x0] * wx0 + rows[:, :, x1] * wx1
 
 
 def exported_kind(path: Path) -> str | None:
@@ -132,7 +114,7 @@ def _torch_runner(path: Path, kind: str):
 
 
 def open_exported(path: Path, kind: str | None = None, spinning: bool = True):
-    """(metadata dict, run: float32 NCHW batch -> logits) of an exported file. spinning=False: an ONNX
+    """(checked metadata, run: float32 NCHW batch -> logits) of an exported file. spinning=False: an ONNX
     file's threads sleep between runs (for timing it against another file in the same process)."""
     path = Path(path)
     kind = kind or exported_kind(path)
@@ -142,7 +124,7 @@ def open_exported(path: Path, kind: str | None = None, spinning: bool = True):
     if raw is None:
         raise CheckpointError(f"{path}: a {kind} model without segtrain's metadata (class names, "
                               f"normalisation, input size). Export it with segtrain export --format {kind}.")
-    return json.loads(raw), run
+    return exported_facts(path, raw), run
 
 
 class ExportedPredictor:
@@ -150,15 +132,15 @@ class ExportedPredictor:
                  tta: bool = False, spinning: bool = True):
         meta, run = open_exported(path, kind, spinning)
         self.run = with_flips(run) if tta else run
-        self.metadata = meta
-        self.class_names = meta["class_names"]
-        self.class_colors = meta["class_colors"]
-        self.image_size = meta["image_size"]
-        self.raw_input = meta.get("input_kind") == "raw"
-        self.config = meta.get("config", {})
-        self.mean = np.asarray(meta["mean"], dtype=np.float32)[:, None, None]
-        self.std = np.asarray(meta["std"], dtype=np.float32)[:, None, None]
-        self.batch_size = meta.get("batch_size", 1)
+        self.metadata = meta.metadata
+        self.class_names = meta.facts.class_names
+        self.class_colors = meta.facts.class_colors
+        self.image_size = meta.image_size
+        self.raw_input = meta.raw_input
+        self.config = meta.facts.config
+        self.mean = np.asarray(meta.facts.mean, dtype=np.float32)[:, None, None]
+        self.std = np.asarray(meta.facts.std, dtype=np.float32)[:, None, None]
+        self.batch_size = meta.batch_size
         if tile is not None and self.raw_input:
             raise ConfigError(f"--tile {tile}: {path} is a raw-input export, which resizes whole images itself; "
                               "drop --tile, or export without --raw-input to predict in tiles.")
@@ -178,18 +160,22 @@ class ExportedPredictor:
         chw = image.transpose(2, 0, 1).astype(np.float32) / 255
         return (chw - self.mean) / self.std
 
-    def logits(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """Per image, float32 logits (C, H, W) at its native size."""
+    def model_size_logits(self, images: list[np.ndarray]):
+        """Per image, float32 logits (C, h, w) at the size the file was given."""
         batch = np.stack([self.model_input(image) for image in images])
         if self.tile is None:
-            logits = self.run(batch)
-        else:
-            def zeros(shape):
-                return np.zeros(shape, dtype=np.float32)
+            return self.run(batch)
 
-            logits = [sliding_window(lambda crops: self.run(np.stack(crops)), one, self.tile, self.overlap,
-                                     len(images), zeros) for one in batch]
-        return [resize_logits(one, image.shape[:2]) for one, image in zip(logits, images)]
+        def zeros(shape):
+            return np.zeros(shape, dtype=np.float32)
+
+        return [sliding_window(lambda crops: self.run(np.stack(crops)), one, self.tile, self.overlap,
+                               len(images), zeros) for one in batch]
+
+    def logits(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Per image, float32 logits (C, H, W) at its native size."""
+        return [resize_logits(one, image.shape[:2]) for one, image in zip(self.model_size_logits(images), images)]
 
     def masks(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        return [one.argmax(0).astype(np.uint8) for one in self.logits(images)]
+        """HxW uint8 class indices per image, resized and compared strip by strip (evaluation/resize.py)."""
+        return [class_mask(one, image.shape[:2]) for one, image in zip(self.model_size_logits(images), images)]

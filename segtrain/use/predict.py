@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from PIL import Image
 from segtrain.errors import ConfigError, DatasetError
 from segtrain.outputs.atomic import atomic_open
 from segtrain.paths import cannot_write, output_file, output_folder
-from segtrain.data.images import IMAGE_SUFFIXES, list_images, read_image
+from segtrain.data.images import IMAGE_SUFFIXES, list_images, open_image, read_image
 from segtrain.outputs.visualize import colorize, overlay
 from segtrain.data.classes import void_class
 from segtrain.plugin.app.measure import coverage
@@ -44,6 +45,63 @@ def open_predictor(model_path: Path, device: str = "auto", tile: int | None = No
     from segtrain.use.trained import TorchPredictor, load_trained
 
     return TorchPredictor(load_trained(Path(model_path), device, log), tile, overlap, tta)
+
+
+MEMORY_ENV = "SEGTRAIN_PREDICT_MAX_GB"
+GB = 1 << 30
+# Bytes a pixel of the model's input takes in its activations: assumed, not measured per model.
+# The registry's heaviest case, U-Net's full-resolution decoder in fp32, holds a few hundred bytes
+# a pixel in its largest layers at once; 2 KB leaves room.
+ACTIVATION_BYTES_PER_PIXEL = 2048
+
+
+def memory_limit(environ=os.environ) -> int:
+    """Bytes one batch of predict may need: SEGTRAIN_PREDICT_MAX_GB, else half this machine's memory."""
+    text = environ.get(MEMORY_ENV)
+    if text is None:
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+        except (ValueError, OSError, AttributeError):  # no sysconf (Windows): a laptop's half
+            return 8 * GB
+    try:
+        gb = float(text)
+    except ValueError:
+        gb = -1.0
+    if not gb > 0:
+        raise ConfigError(f"{MEMORY_ENV}={text!r}: must be a positive number of GB (default: half this machine's memory).")
+    return int(gb * GB)
+
+
+def prediction_bytes(height: int, width: int, n_classes: int, image_size: list[int] | None, tile: int | None,
+                     overlay_jpeg: bool) -> int:
+    """About the memory predicting one image takes beyond the loaded model: its decoded pixels
+    (Pillow's and the array), the mask and its PNG; the model's float input and its logits (with
+    --tile their running sums) at the input's size, which is the image's own without image_size;
+    the model's activations, per tile with --tile; with --overlay the float blend. Logits resized to
+    a larger native size are resized in strips of a bounded size (evaluation/resize.py)."""
+    pixels = height * width
+    model_pixels = pixels if image_size is None else image_size[0] * image_size[1]
+    run_pixels = min(model_pixels, tile * tile) if tile else model_pixels
+    need = pixels * (4 + 3 + 1 + 1) + model_pixels * (12 + 4 * (n_classes + 1))
+    need += run_pixels * ACTIVATION_BYTES_PER_PIXEL
+    if overlay_jpeg:
+        need += pixels * (3 + 12 + 12 + 3)
+    return need
+
+
+def image_size_of(path: Path) -> tuple[int, int]:
+    """(height, width) from the file's header, before anything is decoded."""
+    with open_image(path) as img:
+        width, height = img.size
+    return height, width
+
+
+def check_memory(path: Path, need: int, limit: int, tile: int | None) -> None:
+    if need > limit:
+        how = "use a smaller --tile" if tile else "predict it in tiles (--tile 512)"
+        raise DatasetError(f"{path}: predicting this image needs about {need / GB:.1f} GB of memory, over the "
+                           f"limit of {limit / GB:.1f} GB; {how} or downscale it, or raise the limit with "
+                           f"{MEMORY_ENV}=GB (default: half this machine's memory).")
 
 
 def find_inputs(source: Path, recursive: bool, notes: list[str]) -> list[tuple[Path, Path]]:
@@ -117,10 +175,16 @@ def predict(source: Path, model_path: Path, out_dir: Path, overlay_jpeg: bool = 
     if clashes:
         raise ConfigError(f"--out {out_dir}: predicting would overwrite input image {sorted(clashes)[0]}. "
                           "Write the masks to another folder.")
+    limit = memory_limit()
     predictor = open_predictor(model_path, device, tile, overlap, log, tta)
     batch_size = batch_size or predictor.batch_size
     names, colors = predictor.class_names, predictor.class_colors
     void = void_class(names, predictor.config, str(model_path))
+    # Every image's need from its header first: one that cannot fit refuses the run before any work.
+    needs = [prediction_bytes(*image_size_of(path), len(names), predictor.image_size, tile, overlay_jpeg)
+             for path, _ in inputs]
+    for (path, _), need in zip(inputs, needs):
+        check_memory(path, need, limit, tile)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -150,11 +214,17 @@ def predict(source: Path, model_path: Path, out_dir: Path, overlay_jpeg: bool = 
             log(f"predict: {len(rows)}/{len(inputs)} images ({len(rows) / max(now - start, 1e-9):.1f} img/s)")
             last = now
 
-    for path, rel in inputs:
+    pending_bytes = 0
+    for (path, rel), need in zip(inputs, needs):
+        if pending and pending_bytes + need > limit:
+            flush()  # the batch so far, before this image's memory is spent
+            pending_bytes = 0
         image = read_image(path)
         if pending and (len(pending) >= batch_size or predictor.batch_key(pending[0][1]) != predictor.batch_key(image)):
             flush()
+            pending_bytes = 0
         pending.append((rel, image))
+        pending_bytes += need
     flush()
     write_summary(summary, rows, summary_columns(names, void))
     log(f"predict: masks in {out_dir}, class fractions in {summary}")

@@ -19,7 +19,8 @@ from PIL import Image
 
 from segtrain.data.images import load_upright, read_image
 from segtrain.errors import DatasetError
-from segtrain.use.predict import class_fractions
+from segtrain.data.classes import void_class
+from segtrain.plugin.app.measure import coverage
 
 ImageInput = Union[np.ndarray, Image.Image, str, os.PathLike]
 
@@ -96,9 +97,11 @@ class Predictor:
         return [softmax(one) for one in self.logits(images)]
 
     def class_fractions(self, images: Iterable[ImageInput]) -> list[dict[str, float]]:
-        """{class name: share of the image's pixels} per image (predict's summary.csv row)."""
+        """{class name: share} per image, as predict's summary.csv row: each class's share of the
+        non-void pixels, a void class's ("void_class") its share of the whole image."""
         names = self.class_names
-        return [dict(zip(names, class_fractions(mask, len(names)))) for mask in self.masks(images)]
+        void = void_class(names, self.engine.config)
+        return [dict(zip(names, coverage(mask, len(names), void))) for mask in self.masks(images)]
 
     def _batches(self, images: Iterable[ImageInput]) -> Iterator[list[np.ndarray]]:
         """predict's batches: consecutive images with one batch_key, at most batch_size of them."""

@@ -16,14 +16,14 @@ from torch import nn
 
 from segtrain.version import __version__
 from segtrain.outputs.checkpoints import read_checkpoint
-from segtrain.data.classes import default_colors
-from segtrain.config.load import with_defaults
 from segtrain.data.folder import eval_input
 from segtrain.errors import CheckpointError
-from segtrain.evaluation.inference import class_map, native_logits, use_channels_last
+from segtrain.evaluation.inference import model_size_logits, native_logits, use_channels_last
+from segtrain.evaluation.resize import class_mask
 from segtrain.models.registry import MODEL_NAMES, build_model
 from segtrain.runtime.device import select_device
-from segtrain.data.transforms import MEAN, STD, eval_transform
+from segtrain.use.model_facts import checkpoint_facts
+from segtrain.data.transforms import eval_transform
 
 
 @dataclass
@@ -83,7 +83,8 @@ def load_trained(path: Path, device: str = "auto", log=print) -> TrainedModel:
             "Use a MODEL-*/model_best.pth.tar or checkpoint.pth.tar of a segtrain run, or train from this "
             "file with \"pretrained_net\"."
         )
-    cfg = with_defaults(cfg)
+    facts = checkpoint_facts(path, ckpt)
+    names, cfg = facts.class_names, facts.config
     model = build_model(arch, len(names), cfg["aux_loss"], encoder=cfg["encoder"])
     try:
         model.load_state_dict(ckpt["model_state_dict"], strict=True)
@@ -93,9 +94,8 @@ def load_trained(path: Path, device: str = "auto", log=print) -> TrainedModel:
                               "The file is damaged or was edited; use the run's checkpoint as written.") from None
     target = select_device(device, log, doing="running")
     model.to(target).eval()
-    colors = ckpt.get("class_colors") or default_colors(names)
-    normalization = ckpt.get("normalization") or {"mean": list(MEAN), "std": list(STD)}
-    trained = TrainedModel(model, arch, list(names), [list(c) for c in colors], normalization, cfg, target, path)
+    normalization = {"mean": facts.mean, "std": facts.std}
+    trained = TrainedModel(model, arch, names, facts.class_colors, normalization, cfg, target, path)
     if trained.channels_last:
         model.to(memory_format=torch.channels_last)
     return trained
@@ -126,12 +126,17 @@ class TorchPredictor:
         (use/predictor.py: the one protocol); the images share one batch_key."""
         return [one.cpu().numpy() for one in self._native_logits(images)]
 
-    def masks(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """HxW uint8 class indices per HxWx3 uint8 image (the argmax taken on the model's device)."""
-        return [class_map(one, 0).to(torch.uint8).cpu().numpy() for one in self._native_logits(images)]
-
     def _native_logits(self, images: list[np.ndarray]) -> list[torch.Tensor]:
         cfg = self.trained.config
         batch = torch.stack([eval_input(image, self.transform) for image in images])
         return native_logits(self.trained.model, batch, [image.shape[:2] for image in images], cfg["amp"],
                              self.trained.channels_last, self.tile, self.overlap, self.tta)
+
+    def masks(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """HxW uint8 class indices per HxWx3 uint8 image, resized and compared strip by strip
+        (evaluation/resize.py), so the logits at native size never exist whole."""
+        cfg = self.trained.config
+        batch = torch.stack([eval_input(image, self.transform) for image in images])
+        logits = model_size_logits(self.trained.model, batch, cfg["amp"], self.trained.channels_last, self.tile,
+                                   self.overlap, self.tta)
+        return [class_mask(one, image.shape[:2]) for one, image in zip(logits, images)]
