@@ -13,6 +13,7 @@ from segtrain.config.load import MISSING_CONFIG_HINT, run_config
 from segtrain.errors import ConfigError
 from segtrain.paths import from_command_line, from_root
 from segtrain.runtime import interrupt
+from segtrain.runtime.clock import Clock
 
 # The demo trains a small FCN at 64 px on synthetic skies: it learns them in about a minute on
 # two cores, where the default recipe (made for real photos, see config/recipe.py) needs longer.
@@ -31,8 +32,11 @@ DEMO_CONFIG = {
 
 
 def train(root: Path, config: Path | None, overrides: list[str], image_type: str = "auto",
-          resume: str | None = None, stop_after: int | None = None, missing_hint: str = MISSING_CONFIG_HINT) -> None:
-    """Train on ROOT, or with config "mode": "test" run the original tool's test mode."""
+          resume: str | None = None, stop_after: int | None = None, missing_hint: str = MISSING_CONFIG_HINT,
+          clock: Clock | None = None) -> None:
+    """Train on ROOT, or with config "mode": "test" run the original tool's test mode. The clock
+    starts here, first: a time_budget is the wall time of the whole command (runtime/clock.py)."""
+    clock = clock if clock is not None else Clock()
     with interrupt.graceful_stop():  # before any heavy set-up (torch import, reading the data)
         cfg, class_names = run_config(root, config, overrides, image_type, missing_hint)
         if cfg["mode"] == "test":  # the original's test mode: predict (and evaluate) with pretrained_net
@@ -42,7 +46,7 @@ def train(root: Path, config: Path | None, overrides: list[str], image_type: str
             return
         from segtrain.training.loop import train as train_loop
 
-        train_loop(root, cfg, class_names=class_names, resume=resume, stop_after=stop_after)
+        train_loop(root, cfg, class_names=class_names, resume=resume, stop_after=stop_after, clock=clock)
 
 
 def default_data_root() -> Path:
