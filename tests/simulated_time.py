@@ -11,6 +11,12 @@ from segtrain.training import loop
 from segtrain.training.step import Stepper
 
 
+# The real functions, taken before any test replaces them: a second clock in a test replaces the
+# first one's wrappers instead of wrapping them.
+REAL_PREPARE, REAL_STEP, REAL_VALIDATE = loop.prepare_run, Stepper.global_step, loop.validate
+REAL_VALIDATION, REAL_AUDIT = RunOutputs.validation, loop.audit_best
+
+
 def _seconds(cost, iteration: int) -> float:
     return cost(iteration) if callable(cost) else cost
 
@@ -20,7 +26,8 @@ class SimulatedTime(Clock):
     validation's pass over the images (`inference`) and its saving and drawing (`saving`), and the
     end-of-run audit. A step's cost may be a function of its iteration (a machine that gets busier
     or quieter), a validation's of its number in this command (0: the first, which pays for one-off
-    work). `lrs` records the lr each training step ran with."""
+    work). `lrs` records the lr each training step ran with. Made, it times the runs that follow
+    (until the next one is made)."""
 
     def __init__(self, monkeypatch, startup=2.0, step=0.25, inference=0.5, saving=0.25, audit=2.0):
         self.t = 0.0
@@ -30,33 +37,31 @@ class SimulatedTime(Clock):
         clock = self
 
         def prepare_run(*args, **kwargs):
-            run = real_prepare(*args, **kwargs)
+            run = REAL_PREPARE(*args, **kwargs)
             clock.t += startup
             return run
 
         def global_step(stepper, images, masks, iteration, *args, **kwargs):
             clock.lrs.append(stepper.lr)
-            result = real_step(stepper, images, masks, iteration, *args, **kwargs)
+            result = REAL_STEP(stepper, images, masks, iteration, *args, **kwargs)
             clock.t += _seconds(step, iteration)
             return result
 
         def validate(*args, **kwargs):
-            result = real_validate(*args, **kwargs)
+            result = REAL_VALIDATE(*args, **kwargs)
             clock.t += _seconds(inference, clock.validations)
             return result
 
         def validation(*args, **kwargs):
-            real_validation(*args, **kwargs)
+            REAL_VALIDATION(*args, **kwargs)
             clock.t += _seconds(saving, clock.validations)
             clock.validations += 1
 
         def audit_best(*args, **kwargs):
-            rows = real_audit(*args, **kwargs)
+            rows = REAL_AUDIT(*args, **kwargs)
             clock.t += audit
             return rows
 
-        real_prepare, real_step, real_validate = loop.prepare_run, Stepper.global_step, loop.validate
-        real_validation, real_audit = RunOutputs.validation, loop.audit_best
         monkeypatch.setattr(loop, "prepare_run", prepare_run)
         monkeypatch.setattr(Stepper, "global_step", global_step)
         monkeypatch.setattr(loop, "validate", validate)
