@@ -62,21 +62,22 @@ def train(root, *args, clock, resume=None, stop_after=None):
 
 def test_run_ends_on_time_with_the_schedule_complete(tmp_path, monkeypatch, capsys):
     root = budget_root(tmp_path / "data", "40s")
-    # 2 s start-up, 1 s a step, 0.75 s a validation, 2 s for the audit after the last one.
-    clock = SimulatedTime(monkeypatch, step=1.0, audit=2.0)
+    # 2 s start-up, 1 s a step, 0.75 s a validation (0.5 s of it in the model), 6 s for the audit.
+    clock = SimulatedTime(monkeypatch, step=1.0, audit=6.0)
     train(root, clock=clock)
     out = capsys.readouterr().out
-    assert "time_budget 40s: ~30 iterations" in out and "replaces max_iteration 6 of the config" in out
-    assert "3.5 s kept for the audit and report" in out  # 26 images at 0.125 s (16 pairs, 10 pictures) + 0.25 s
+    assert "time_budget 40s: ~27 iterations" in out and "replaces max_iteration 6 of the config" in out
+    # 26 images (16 pairs, 10 pictures) at twice 0.125 s, and 0.25 s to draw the report.
+    assert "6.8 s kept for the audit and report at the end" in out
     assert "instead of" not in out  # every step and validation cost what the plan measured: no re-plan
-    # Planned at 12.75 s, after 10 steps: 20 more, validations at 10, 15, 20, 25 and 30, the audit;
+    # Planned at 12.75 s, after 10 steps: 17 more, validations at 12, 18, 24 and 27, the audit;
     # the command, start-up and audit included, ends within the budget.
-    assert clock.t == 12.75 + 20 + 5 * 0.75 + 2.0 == 38.5
+    assert clock.t == 12.75 + 17 + 4 * 0.75 + 6.0 == 38.75
     folder = root / "MODEL-tiny"
     rows = log_rows(folder)
     ckpt = torch.load(folder / "checkpoint.pth.tar", weights_only=True)
     planned = ckpt["config"]["max_iteration"]
-    assert planned == 30 and ckpt["iteration"] == planned == int(rows[-1]["iteration"]) == len(clock.lrs)
+    assert planned == 27 and ckpt["iteration"] == planned == int(rows[-1]["iteration"]) == len(clock.lrs)
     # The last step ran at the poly schedule's end, not cut off on the way down.
     assert clock.lrs[-1] == 0.02 * lr_factor(ckpt["config"], planned - 1) < 0.02 * 0.1
     validations = [int(r["iteration"]) for r in rows if r["valid/loss"]]
@@ -99,3 +100,14 @@ def test_resume_continues_the_saved_plan_exactly(tmp_path, monkeypatch, capsys):
     final = torch.load(root / "MODEL-tiny" / "checkpoint.pth.tar", weights_only=True)
     assert final["iteration"] == final["config"]["max_iteration"] == saved["max_iteration"]
     assert final["config"]["interval_validate"] == saved["interval_validate"]
+
+
+def test_an_audit_over_a_quarter_of_the_budget_is_left_out(tmp_path, monkeypatch, capsys):
+    root = budget_root(tmp_path / "data", "40s")
+    # A slow model: 2 s for the 4 validation images, so ~26 s to audit 16 pairs and 10 pictures.
+    clock = SimulatedTime(monkeypatch, step=1.0, inference=2.0, audit=26.0)
+    train(root, clock=clock)
+    out = capsys.readouterr().out
+    assert "no audit of the labels then (~26 s, over 25% of the budget): run segtrain audit afterwards" in out
+    assert not (root / "MODEL-tiny" / "audit").exists() and "labels to re-check" not in out
+    assert 36 <= clock.t <= 40

@@ -4,7 +4,9 @@ complete (like Ultralytics' `time` argument), instead of being cut off mid-sched
 The budget is the wall time of the whole command: its clock (runtime/clock.py) starts when the
 command starts, so reading the data and building the model count, and the plan keeps back the
 time the end-of-run work needs (the audit of every pair for the report's "Labels to re-check",
-and drawing the report once more), estimated from the validations' own timings.
+and drawing the report once more), estimated from the validations' own timings. An audit that
+would take more than AUDIT_SHARE of the budget is left out (the plan's line says so and how to
+run it later): on a short budget it would crowd out the training it reports on.
 
 The plan: the validation at iteration 0 is timed (its cost, checkpoints and pictures included,
 recurs every interval_validate), then WARMUP_STEPS steps run untimed (the first steps pay for
@@ -41,6 +43,11 @@ VALIDATIONS = 10
 # ... unless they would take more than this share of the time left: a short budget (or a slow
 # validation) gets fewer validations rather than little training.
 VALIDATION_SHARE = 0.2
+# The audit's cost per image as a multiple of a validation's inference per image: it decodes every
+# image from disk at full size (validation reads the cache) and draws its pictures at full size
+# (BENCHMARKS.md, section 9).
+AUDIT_COST = 2.0
+AUDIT_SHARE = 0.25
 FORMS = ('a number of seconds (e.g. 90) or a duration such as "90s", "30m", "1h30m" or "2h"; '
          "null turns it off")
 _NUMBER = r"(\d+(?:\.\d+)?)"
@@ -105,6 +112,11 @@ def continue_plan(cfg: dict, ckpt: dict, log=print) -> None:
     cfg[DECAY_KEY] = [ckpt["iteration"], lr_factor({**cfg, **saved}, ckpt["iteration"])]
 
 
+def audits_at_the_end(cfg: dict) -> bool:
+    """Whether the run's end includes the audit for the report's "Labels to re-check"."""
+    return (cfg.get(PLAN_KEY) or {}).get("audit", True)
+
+
 class TimeBudget:
     """Times the run and plans it; `validated` after each validation, `stepped` after each step.
     Inactive (both do nothing) without a budget and after a resume that continues a saved plan."""
@@ -139,9 +151,9 @@ class TimeBudget:
         elif iteration == self.calibration_start + CALIBRATION_STEPS:
             self._plan()
 
-    def _measured(self) -> tuple[float, float, float, float]:
-        """(seconds per step, seconds per validation, seconds the end-of-run work will take, budget
-        spent), the same on every torchrun rank."""
+    def _measured(self) -> tuple[float, float, float, float, float]:
+        """(seconds per step, seconds per validation, seconds the end-of-run audit and the report
+        after it will take, budget spent), the same on every torchrun rank."""
         import torch
 
         from segtrain.runtime import distributed
@@ -158,21 +170,21 @@ class TimeBudget:
                                device=self.run.stepper.device)
         distributed.all_reduce_sum(numbers, self.run.ctx)
         step, validation, inference, spent = (float(x) / self.run.ctx.world_size for x in numbers)
-        return max(step, 1e-9), validation, self._end_of_run(validation, inference), spent
+        return max(step, 1e-9), validation, self._audit(inference), max(0.0, validation - inference), spent
 
-    def _end_of_run(self, validation: float, inference: float) -> float:
-        """The work after the last validation, from the validations' timings: the audit (rank 0
-        alone) passes every pair, and its top pictures again, through the model at the speed a
-        validation passed its share of the images; then the report is drawn once more, which costs
-        about what a validation's saving and drawing cost."""
+    def _audit(self, inference: float) -> float:
+        """The end-of-run audit's seconds: rank 0 alone passes every pair, and its top pictures
+        again, through the model, AUDIT_COST times slower an image than a validation."""
         shard = math.ceil(len(self.run.spec.valid) / self.run.ctx.world_size)
         pairs = recheck_pairs(self.run.spec)
-        images = pairs + RECHECK_TOP if pairs else 0
-        return images * inference / max(shard, 1) + max(0.0, validation - inference)
+        return (pairs + min(pairs, RECHECK_TOP)) * AUDIT_COST * inference / max(shard, 1)
 
     def _plan(self) -> None:
-        step, validation, reserve, spent = self._measured()
+        # The report is drawn once more at the end: about what a validation's saving and drawing cost.
+        step, validation, audit, report, spent = self._measured()
         cfg, plan, now = self.cfg, self.cfg[PLAN_KEY], self.run.progress.iteration
+        plan["audit"] = audit <= AUDIT_SHARE * self.seconds
+        reserve = report + (audit if plan["audit"] else 0.0)
         first = "planned_at" not in plan
         pending = self.run.progress.validated != now  # the first plan comes between validations
         interval = None if first and not plan["interval_given"] else cfg["interval_validate"]
@@ -205,7 +217,10 @@ class TimeBudget:
             self.run.log(f"time_budget {describe_budget(self.seconds)}: ~{low} iterations at {1 / step:.3g} it/s, "
                          f"validation every {cfg['interval_validate']} ({validation:.2g} s each"
                          + ("; interval_validate of the config" if plan["interval_given"] else "")
-                         + f"), {reserve:.2g} s kept for the audit and report at the end"
+                         + f"), {reserve:.2g} s kept for the "
+                         + ("audit and report at the end" if plan["audit"] else
+                            f"report at the end; no audit of the labels then (~{audit:.2g} s, over "
+                            f"{AUDIT_SHARE:.0%} of the budget): run segtrain audit afterwards")
                          + (f"; this plan replaces max_iteration {replaced} of the config" if replaced else ""))
         elif low != old:
             self.run.log(f"time_budget: {low} iterations instead of {old} at the {1 / step:.3g} it/s measured so far")

@@ -22,7 +22,7 @@ from segtrain.outputs.run_outputs import NoOutputs, RunOutputs
 from segtrain.runtime import distributed, interrupt
 from segtrain.runtime.clock import Clock
 from segtrain.runtime.workers import batches_of
-from segtrain.training.budget import TimeBudget
+from segtrain.training.budget import TimeBudget, audits_at_the_end
 from segtrain.training.loaders import make_loaders
 from segtrain.training.resume import restore_rng
 from segtrain.training.setup import TrainingRun, prepare_run
@@ -81,7 +81,8 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
                 outputs.unlabeled_step(progress.iteration, *run.stepper.consistency.stats())
             progress.iteration += 1
             budget.stepped()
-        outputs.done(progress.best_mean_iu, lambda folder, top: audit_best(run, folder, top))
+        outputs.done(progress.best_mean_iu, (lambda folder, top: audit_best(run, folder, top))
+                     if audits_at_the_end(cfg) else None)
     return run.out_dir
 
 
