@@ -152,8 +152,8 @@ class TimeBudget:
             self._plan()
 
     def _measured(self) -> tuple[float, float, float, float, float]:
-        """(seconds per step, seconds per validation, seconds the end-of-run audit and the report
-        after it will take, budget spent), the same on every torchrun rank."""
+        """Seconds: per step, per validation, for the end-of-run audit, for drawing the report after
+        it, and of the budget spent; the same on every torchrun rank."""
         import torch
 
         from segtrain.runtime import distributed
