@@ -22,6 +22,7 @@ from segtrain.config.load import MISSING_CONFIG_HINT, run_config
 from segtrain.errors import ConfigError
 from segtrain.outputs.logcsv import LogRow, read_rows
 from segtrain.runtime import cpu_threads, interrupt
+from segtrain.runtime.clock import Clock
 
 if TYPE_CHECKING:  # the module loads NumPy and Pillow: only where a model is used
     from segtrain.use.predictor import Predictor
@@ -75,15 +76,17 @@ class Run:
 
 def train(root: PathLike, overrides: Mapping[str, Any] | None = None, *, config: PathLike | None = None,
           resume: bool | PathLike | None = None, stop_after: int | None = None, image_type: str = "auto",
-          log: Log = print, missing_hint: str = MISSING_CONFIG_HINT) -> Run | None:
+          log: Log = print, missing_hint: str = MISSING_CONFIG_HINT, clock: Clock | None = None) -> Run | None:
     """Train on the folder ROOT; returns the Run once training ends (or stops after `stop_after`).
 
     overrides: config keys over ROOT/config.list (or `config`), as `--set` gives them, e.g.
     {"max_iteration": 500, "lr": 0.01}. resume: True continues ROOT/MODEL-<output_dir>/checkpoint.pth.tar,
     a path continues that checkpoint. A config with "mode": "test" runs the original tool's test mode
     (segtrain.test) and returns None, as do torchrun ranks other than 0, which write nothing.
-    missing_hint: the advice added when `config` does not exist.
+    missing_hint: the advice added when `config` does not exist. clock: when the command began
+    (runtime/clock.py; default: now), from which a time_budget counts.
     """
+    clock = clock if clock is not None else Clock()
     root = Path(root)
     with _stoppable():
         cpu_threads.choose_at_start()  # before torch loads, as a command's start does
@@ -96,7 +99,7 @@ def train(root: PathLike, overrides: Mapping[str, Any] | None = None, *, config:
         from segtrain.training.loop import train as train_loop
 
         folder = train_loop(root, cfg, class_names=class_names, log=log, resume=_resume(resume),
-                            stop_after=stop_after)
+                            stop_after=stop_after, clock=clock)
     return None if folder is None else Run.read(folder)
 
 

@@ -13,13 +13,17 @@ from segtrain import api
 from segtrain.config.load import MISSING_CONFIG_HINT, parse_overrides
 from segtrain.errors import ConfigError
 from segtrain.paths import from_command_line, from_root
+from segtrain.runtime.clock import Clock
 
 
 def train(root: Path, config: Path | None, overrides: list[str], image_type: str = "auto",
-          resume: str | None = None, stop_after: int | None = None, missing_hint: str = MISSING_CONFIG_HINT) -> None:
-    """Train on ROOT, or with config "mode": "test" run the original tool's test mode."""
+          resume: str | None = None, stop_after: int | None = None, missing_hint: str = MISSING_CONFIG_HINT,
+          clock: Clock | None = None) -> None:
+    """Train on ROOT, or with config "mode": "test" run the original tool's test mode. The clock
+    starts here, first: a time_budget is the wall time of the whole command (runtime/clock.py)."""
+    clock = clock if clock is not None else Clock()
     api.train(root, parse_overrides(overrides), config=config, resume=resume, stop_after=stop_after,
-              image_type=image_type, missing_hint=missing_hint)
+              image_type=image_type, missing_hint=missing_hint, clock=clock)
 
 
 def default_data_root() -> Path:

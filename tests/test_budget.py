@@ -1,5 +1,6 @@
 """time_budget: its forms and one-line errors, a run that ends on time with its schedule complete,
-and --resume continuing the saved plan exactly."""
+and --resume continuing the saved plan exactly. Runs are timed by a clock the test controls
+(simulated_time.py), so they pass on a machine at any load."""
 
 import csv
 import shutil
@@ -8,11 +9,13 @@ import pytest
 import torch
 
 from conftest import run_cli, tiny_config
+from segtrain import commands
 from segtrain.cli import main
 from segtrain.data.synthetic import write_sky_folder
 from segtrain.errors import ConfigError
 from segtrain.training.budget import budget_seconds, describe_budget
-from segtrain.training.optimization import poly_factor
+from segtrain.training.optimization import lr_factor
+from simulated_time import SimulatedTime
 from test_resume import assert_same_state
 
 
@@ -52,35 +55,59 @@ def test_bad_budget_from_the_command_line(tmp_path):
     assert not list(root.glob("MODEL-*"))
 
 
-def test_run_ends_on_time_with_the_schedule_complete(tmp_path, capsys):
-    root = budget_root(tmp_path / "data", "6s")
-    assert main(["train", str(root)]) == 0
+def train(root, *args, clock, resume=None, stop_after=None):
+    """`segtrain train ROOT --set ARGS...` on the given clock."""
+    commands.train(root, None, list(args), resume=resume, stop_after=stop_after, clock=clock)
+
+
+def test_run_ends_on_time_with_the_schedule_complete(tmp_path, monkeypatch, capsys):
+    root = budget_root(tmp_path / "data", "40s")
+    # 2 s start-up, 1 s a step, 0.75 s a validation (0.5 s of it in the model), 6 s for the audit.
+    clock = SimulatedTime(monkeypatch, step=1.0, audit=6.0)
+    train(root, clock=clock)
     out = capsys.readouterr().out
-    assert "time_budget 6s: ~" in out and "replaces max_iteration 6 of the config" in out
+    assert "time_budget 40s: ~27 iterations" in out and "replaces max_iteration 6 of the config" in out
+    # 26 images (16 pairs, 10 pictures) at twice 0.125 s, and 0.25 s to draw the report.
+    assert "6.8 s kept for the audit and report at the end" in out
+    assert "instead of" not in out  # every step and validation cost what the plan measured: no re-plan
+    # Planned at 12.75 s, after 10 steps: 17 more, validations at 12, 18, 24 and 27, the audit;
+    # the command, start-up and audit included, ends within the budget.
+    assert clock.t == 12.75 + 17 + 4 * 0.75 + 6.0 == 38.75
     folder = root / "MODEL-tiny"
     rows = log_rows(folder)
-    assert float(rows[-1]["elapsed_time"]) == pytest.approx(6, rel=0.15)
     ckpt = torch.load(folder / "checkpoint.pth.tar", weights_only=True)
     planned = ckpt["config"]["max_iteration"]
-    assert planned > 20 and ckpt["iteration"] == planned == int(rows[-1]["iteration"])
-    # The last steps ran at the poly schedule's end, not cut off on the way down.
-    assert ckpt["optim_state_dict"]["param_groups"][0]["lr"] == pytest.approx(0.02 * poly_factor(planned, planned))
+    assert planned == 27 and ckpt["iteration"] == planned == int(rows[-1]["iteration"]) == len(clock.lrs)
+    # The last step ran at the poly schedule's end, not cut off on the way down.
+    assert clock.lrs[-1] == 0.02 * lr_factor(ckpt["config"], planned - 1) < 0.02 * 0.1
     validations = [int(r["iteration"]) for r in rows if r["valid/loss"]]
     assert len(validations) >= 3 and validations[0] == 0 and validations[-1] == planned
 
 
-def test_resume_continues_the_saved_plan_exactly(tmp_path, capsys):
-    root = budget_root(tmp_path / "data", "3s")
-    assert main(["train", str(root), "--stop-after", "12"]) == 0  # planned after 10 steps
+def test_resume_continues_the_saved_plan_exactly(tmp_path, monkeypatch, capsys):
+    root = budget_root(tmp_path / "data", "40s")
+    train(root, stop_after=12, clock=SimulatedTime(monkeypatch, step=1.0))  # planned after 10 steps
     saved = torch.load(root / "MODEL-tiny" / "checkpoint.pth.tar", weights_only=True)["config"]
     assert saved["time_plan"]["planned_at"] == 10 and saved["max_iteration"] > 20
     other = shutil.copytree(root, tmp_path / "other")
     capsys.readouterr()
-    assert main(["train", str(root), "--resume"]) == 0
+    # Resumed runs on a slower machine: a new plan would differ, the saved one is kept.
+    train(root, resume="", clock=SimulatedTime(monkeypatch, step=3.0))
     assert "time_budget" not in capsys.readouterr().out  # no new plan, no re-planning
-    assert main(["train", str(other), "--resume", "--stop-after", "5"]) == 0
-    assert main(["train", str(other), "--resume"]) == 0
+    train(other, resume="", stop_after=5, clock=SimulatedTime(monkeypatch, step=3.0))
+    train(other, resume="", clock=SimulatedTime(monkeypatch, step=3.0))
     assert_same_state(root / "MODEL-tiny" / "checkpoint.pth.tar", other / "MODEL-tiny" / "checkpoint.pth.tar")
     final = torch.load(root / "MODEL-tiny" / "checkpoint.pth.tar", weights_only=True)
     assert final["iteration"] == final["config"]["max_iteration"] == saved["max_iteration"]
     assert final["config"]["interval_validate"] == saved["interval_validate"]
+
+
+def test_an_audit_over_a_quarter_of_the_budget_is_left_out(tmp_path, monkeypatch, capsys):
+    root = budget_root(tmp_path / "data", "40s")
+    # A slow model: 2 s for the 4 validation images, so ~26 s to audit 16 pairs and 10 pictures.
+    clock = SimulatedTime(monkeypatch, step=1.0, inference=2.0, audit=26.0)
+    train(root, clock=clock)
+    out = capsys.readouterr().out
+    assert "no audit of the labels then (~26 s, over 25% of the budget): run segtrain audit afterwards" in out
+    assert not (root / "MODEL-tiny" / "audit").exists() and "labels to re-check" not in out
+    assert 36 <= clock.t <= 40

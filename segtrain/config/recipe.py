@@ -20,10 +20,11 @@ DEFAULT_BATCH_SIZE = 8
 def written_out() -> dict:
     """The default recipe's keys the folder does not decide, as `segtrain init` writes them so the
     user sees what to change; model, input size, batch and loss are left open for `fit_recipe` to
-    choose when training starts (init prints what it would choose)."""
+    choose when training starts (init prints what it would choose). interval_validate is left out
+    too: a config cannot say who wrote a value, so a written one would count as the user's choice
+    and fix a time_budget run's validations, which its plan spaces itself (training/budget.py)."""
     return {
         "max_iteration": DEFAULT_MAX_ITERATION,
-        "interval_validate": DEFAULT_INTERVAL_VALIDATE,
         "optimizer": DEFAULT_OPTIMIZER,
         "augment": True,
     }

@@ -70,7 +70,7 @@ def read_image(path: Path) -> np.ndarray:
 
     Copied out of Pillow in strips: `np.array(img.convert("RGB"))` holds the picture four times at
     its peak (Pillow's pixels, the converted copy, tobytes' chunks and their join; BENCHMARKS.md
-    section 9), strips hold it twice. Conversion to RGB is per pixel, so a strip converts alike."""
+    section 10), strips hold it twice. Conversion to RGB is per pixel, so a strip converts alike."""
     with open_image(path) as img:
         upright = load_upright(img)
         width, height = upright.size

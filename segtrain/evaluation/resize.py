@@ -6,7 +6,7 @@ same float computation whichever rows are asked for and whether the logits are t
 NumPy arrays: a checkpoint and its exported file resize alike, and a mask made strip by strip
 equals one made whole. Strips are what bound predict's memory on a large image: the full C x H x W
 float logits of a 9400 x 9400 image are 0.7 GB for two classes, a strip of them 16 MB
-(BENCHMARKS.md section 9).
+(BENCHMARKS.md section 10).
 
 Free of torch at import, like tiling.py, so the ONNX path runs without PyTorch.
 """

@@ -31,6 +31,12 @@ RECHECK_TOP = 10  # pairs in the report's "Labels to re-check"
 RECHECK_MAX_PAIRS = 5000  # above this, ranking every pair at the end of training costs too long: run segtrain audit
 
 
+def recheck_pairs(spec: DataSpec) -> int:
+    """The pairs the end-of-run audit ranks for the report's "Labels to re-check" (0: none)."""
+    pairs = len(spec.train) + len(spec.valid)
+    return pairs if pairs <= RECHECK_MAX_PAIRS else 0
+
+
 def dataset_summary(spec: DataSpec) -> dict[str, object]:
     sizes = sorted(spec.sizes.get("train", set()) | spec.sizes.get("valid", set()))
     shown = ", ".join(f"{w}x{h}" for h, w in sizes[:4]) + (" ..." if len(sizes) > 4 else "")
@@ -132,8 +138,7 @@ class RunOutputs:
     def done(self, best_mean_iu: float, audit: Callable[[Path, int], list] | None = None) -> None:
         """audit(folder, top): the rows of `segtrain audit` of the best weights written into folder
         (use/audit.py), for the report's "Labels to re-check"."""
-        pairs = len(self.spec.train) + len(self.spec.valid)
-        if audit is not None and (self.out_dir / BEST_NAME).is_file() and pairs <= RECHECK_MAX_PAIRS:
+        if audit is not None and (self.out_dir / BEST_NAME).is_file() and recheck_pairs(self.spec):
             try:
                 rows = audit(self.out_dir / "audit", RECHECK_TOP)[:RECHECK_TOP]
             except (OSError, SegtrainError) as e:  # the run is trained and saved: a note, not a failure

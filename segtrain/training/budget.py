@@ -1,14 +1,23 @@
 """`time_budget`: a run that plans its own length, so training ends on time with its lr schedule
 complete (like Ultralytics' `time` argument), instead of being cut off mid-schedule.
 
+The budget is the wall time of the whole command: its clock (runtime/clock.py) starts when the
+command starts, so reading the data and building the model count, and the plan keeps back the
+time the end-of-run work needs (the audit of every pair for the report's "Labels to re-check",
+and drawing the report once more), estimated from the validations' own timings. An audit that
+would take more than AUDIT_SHARE of the budget is left out (the plan's line says so and how to
+run it later): on a short budget it would crowd out the training it reports on.
+
 The plan: the validation at iteration 0 is timed (its cost, checkpoints and pictures included,
 recurs every interval_validate), then WARMUP_STEPS steps run untimed (the first steps pay for
 allocator and cache warm-up) and CALIBRATION_STEPS steps are timed. max_iteration becomes the
 iterations that fit the time left together with the validations they bring, and interval_validate
 (unless the config sets it) gives about VALIDATIONS validations (fewer when they would take more
 than VALIDATION_SHARE of the time). Each later validation plans again with the rates measured so
-far, so the end lands on time; the poly schedule reads max_iteration at every step
-(optimization.make_schedule), so it ends where the plan ends.
+far, so the end lands on time. The poly schedule reads the config at every step
+(optimization.make_schedule); a plan that moves the end continues the decay from the factor
+reached (optimization.move_end), so a re-plan may stretch or shorten the decay but never raises
+the lr.
 
 The plan lives in the run's config (max_iteration, interval_validate, PLAN_KEY), so checkpoints
 carry it. A resumed run keeps the saved plan and never plans again: it trains exactly as the
@@ -21,6 +30,8 @@ import math
 import re
 
 from segtrain.errors import ConfigError
+from segtrain.outputs.run_outputs import RECHECK_TOP, recheck_pairs
+from segtrain.training.optimization import DECAY_KEY, lr_factor, move_end
 
 PLAN_KEY = "time_plan"  # in the run's config, as losses.AUTO_KEY: what the plan measured and decided
 # max_iteration and interval_validate before the first plan: far beyond any calibration, so the
@@ -32,6 +43,11 @@ VALIDATIONS = 10
 # ... unless they would take more than this share of the time left: a short budget (or a slow
 # validation) gets fewer validations rather than little training.
 VALIDATION_SHARE = 0.2
+# The audit's cost per image as a multiple of a validation's inference per image: it decodes every
+# image from disk at full size (validation reads the cache) and draws its pictures at full size
+# (BENCHMARKS.md, section 11).
+AUDIT_COST = 2.0
+AUDIT_SHARE = 0.25
 FORMS = ('a number of seconds (e.g. 90) or a duration such as "90s", "30m", "1h30m" or "2h"; '
          "null turns it off")
 _NUMBER = r"(\d+(?:\.\d+)?)"
@@ -79,16 +95,26 @@ def resolve_budget(cfg: dict, given: dict, source: str) -> None:
 
 
 def continue_plan(cfg: dict, ckpt: dict, log=print) -> None:
-    """On --resume: the checkpoint's plan, when it has one for this budget, replaces the new one."""
+    """On --resume: the checkpoint's plan, when it has one for this budget, replaces the new one.
+    A budget that plans the rest anew continues the lr decay from the checkpoint's factor."""
     saved = ckpt.get("config", {})
     seconds = budget_seconds(cfg["time_budget"])
-    if seconds is None or "planned_at" not in saved.get(PLAN_KEY, {}):
+    if seconds is None:
         return
-    if budget_seconds(saved.get("time_budget")) != seconds:
+    planned = "planned_at" in saved.get(PLAN_KEY, {})
+    if planned and budget_seconds(saved.get("time_budget")) == seconds:
+        for key in ("max_iteration", "interval_validate", PLAN_KEY, DECAY_KEY):
+            if key in saved:
+                cfg[key] = saved[key]
+        return
+    if planned:
         log(f"time_budget: was {saved.get('time_budget')!r}, now {cfg['time_budget']!r}: planning the rest again.")
-        return
-    for key in ("max_iteration", "interval_validate", PLAN_KEY):
-        cfg[key] = saved[key]
+    cfg[DECAY_KEY] = [ckpt["iteration"], lr_factor({**cfg, **saved}, ckpt["iteration"])]
+
+
+def audits_at_the_end(cfg: dict) -> bool:
+    """Whether the run's end includes the audit for the report's "Labels to re-check"."""
+    return (cfg.get(PLAN_KEY) or {}).get("audit", True)
 
 
 class TimeBudget:
@@ -101,15 +127,18 @@ class TimeBudget:
         plan = self.cfg.get(PLAN_KEY) or {}
         self.active = self.seconds is not None and "planned_at" not in plan
         self.validation_times: list[float] = []
+        self.inference_times: list[float] = []  # the model's share of each validation
         self.calibration_start = run.progress.iteration + WARMUP_STEPS
         self.start_time = self.start_validating = 0.0
         if self.active:
             outputs.planned(None)  # the run's length is not known yet
 
-    def validated(self, seconds: float) -> None:
+    def validated(self, seconds: float, inference: float) -> None:
+        """After a validation that took `seconds`, `inference` of them in the model."""
         if not self.active:
             return
         self.validation_times.append(seconds)
+        self.inference_times.append(inference)
         if "planned_at" in self.cfg[PLAN_KEY] and self.run.progress.iteration < self.cfg["max_iteration"]:
             self._plan()  # not at the end: a longer plan then would restart a finished schedule
 
@@ -118,34 +147,48 @@ class TimeBudget:
             return
         iteration = self.run.progress.iteration
         if iteration == self.calibration_start:
-            self.start_time, self.start_validating = self.run.elapsed(), sum(self.validation_times)
+            self.start_time, self.start_validating = self.run.spent(), sum(self.validation_times)
         elif iteration == self.calibration_start + CALIBRATION_STEPS:
             self._plan()
 
-    def _measured(self) -> tuple[float, float, float]:
-        """(seconds per step, seconds per validation, elapsed), the same on every torchrun rank."""
+    def _measured(self) -> tuple[float, float, float, float, float]:
+        """Seconds: per step, per validation, for the end-of-run audit, for drawing the report after
+        it, and of the budget spent; the same on every torchrun rank."""
         import torch
 
         from segtrain.runtime import distributed
 
-        now = self.run.elapsed()
+        now = self.run.spent()
         steps = self.run.progress.iteration - self.calibration_start
         training = now - self.start_time - (sum(self.validation_times) - self.start_validating)
         # The first validation also pays for one-off work (imports, first pictures): later ones are typical.
-        typical = self.validation_times[1:] or self.validation_times or [0.0]  # none yet: resumed on one
-        numbers = torch.tensor([training / steps, sum(typical) / len(typical), now], dtype=torch.float64,
+        typical = slice(1, None) if len(self.validation_times) > 1 else slice(None)
+        validations = self.validation_times[typical] or [0.0]  # none yet: resumed on one
+        inferences = self.inference_times[typical] or [0.0]
+        numbers = torch.tensor([training / steps, sum(validations) / len(validations),
+                                sum(inferences) / len(inferences), now], dtype=torch.float64,
                                device=self.run.stepper.device)
         distributed.all_reduce_sum(numbers, self.run.ctx)
-        step, validation, elapsed = (float(x) / self.run.ctx.world_size for x in numbers)
-        return max(step, 1e-9), validation, elapsed
+        step, validation, inference, spent = (float(x) / self.run.ctx.world_size for x in numbers)
+        return max(step, 1e-9), validation, self._audit(inference), max(0.0, validation - inference), spent
+
+    def _audit(self, inference: float) -> float:
+        """The end-of-run audit's seconds: rank 0 alone passes every pair, and its top pictures
+        again, through the model, AUDIT_COST times slower an image than a validation."""
+        shard = math.ceil(len(self.run.spec.valid) / self.run.ctx.world_size)
+        pairs = recheck_pairs(self.run.spec)
+        return (pairs + min(pairs, RECHECK_TOP)) * AUDIT_COST * inference / max(shard, 1)
 
     def _plan(self) -> None:
-        step, validation, elapsed = self._measured()
+        # The report is drawn once more at the end: about what a validation's saving and drawing cost.
+        step, validation, audit, report, spent = self._measured()
         cfg, plan, now = self.cfg, self.cfg[PLAN_KEY], self.run.progress.iteration
+        plan["audit"] = audit <= AUDIT_SHARE * self.seconds
+        reserve = report + (audit if plan["audit"] else 0.0)
         first = "planned_at" not in plan
         pending = self.run.progress.validated != now  # the first plan comes between validations
         interval = None if first and not plan["interval_given"] else cfg["interval_validate"]
-        left = self.seconds - elapsed
+        left = self.seconds - spent - reserve
         affordable = int(VALIDATION_SHARE * left / validation) if validation > 0 else VALIDATIONS
         validations_wanted = max(1, min(VALIDATIONS, affordable))
 
@@ -162,15 +205,22 @@ class TimeBudget:
             middle = (low + high + 1) // 2
             low, high = (middle, high) if cost(middle) <= left else (low, middle - 1)
         old = cfg["max_iteration"]
-        cfg["max_iteration"] = low
+        if low != old:
+            move_end(cfg, now, low)
         if first:
             cfg["interval_validate"] = interval or max(1, math.ceil(low / validations_wanted))
-        plan.update(planned_at=plan.get("planned_at", now), seconds_per_step=step, seconds_per_validation=validation)
+        plan.update(planned_at=plan.get("planned_at", now), seconds_per_step=step, seconds_per_validation=validation,
+                    seconds_after_training=reserve)
         self.outputs.planned(low)
         if first:
             replaced = plan["replaced_max_iteration"]
             self.run.log(f"time_budget {describe_budget(self.seconds)}: ~{low} iterations at {1 / step:.3g} it/s, "
-                         f"validation every {cfg['interval_validate']} ({validation:.2g} s each)"
+                         f"validation every {cfg['interval_validate']} ({validation:.2g} s each"
+                         + ("; interval_validate of the config" if plan["interval_given"] else "")
+                         + f"), {reserve:.2g} s kept for the "
+                         + ("audit and report at the end" if plan["audit"] else
+                            f"report at the end; no audit of the labels then (~{audit:.2g} s, over "
+                            f"{AUDIT_SHARE:.0%} of the budget): run segtrain audit afterwards")
                          + (f"; this plan replaces max_iteration {replaced} of the config" if replaced else ""))
         elif low != old:
             self.run.log(f"time_budget: {low} iterations instead of {old} at the {1 / step:.3g} it/s measured so far")

@@ -20,8 +20,9 @@ from segtrain.evaluation.validation import validate
 from segtrain.outputs.checkpoints import BEST_NAME, CHECKPOINT_NAME
 from segtrain.outputs.run_outputs import NoOutputs, RunOutputs
 from segtrain.runtime import distributed, interrupt
+from segtrain.runtime.clock import Clock
 from segtrain.runtime.workers import batches_of
-from segtrain.training.budget import TimeBudget
+from segtrain.training.budget import TimeBudget, audits_at_the_end
 from segtrain.training.loaders import make_loaders
 from segtrain.training.resume import restore_rng
 from segtrain.training.setup import TrainingRun, prepare_run
@@ -29,17 +30,19 @@ from segtrain.training.step import TrainingError
 
 
 def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print,
-          resume: str | None = None, stop_after: int | None = None) -> Path:
+          resume: str | None = None, stop_after: int | None = None, clock: Clock | None = None) -> Path:
     """Train on the folder ROOT with a resolved config; returns the output folder.
 
     class_names, when given (an --image_type preset), stand in for a missing class_names.list.
     resume: None starts a new run; "" continues MODEL-<output_dir>/checkpoint.pth.tar; else the
     checkpoint to continue. stop_after: train that many iterations in this call, save and return
     (the schedule still runs to max_iteration). A SIGTERM/SIGINT (see runtime/interrupt.py) saves
-    and raises interrupt.Stopped.
+    and raises interrupt.Stopped. clock: the command's (runtime/clock.py), which a time_budget
+    counts from; by default one started now.
     """
+    clock = clock if clock is not None else Clock()
     root = Path(root)
-    run = prepare_run(root, cfg, class_names, resume, log)
+    run = prepare_run(root, cfg, class_names, resume, clock, log)
     progress = run.progress
     # Every way out runs these callbacks, last registered first: the loaders' workers must end even
     # when the outputs cannot be opened, or the process would print its error and hang.
@@ -63,9 +66,9 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
             if stop_due(run, signum, stop_after):
                 return stop(run, outputs, signum, stop_after)
             if validation_due(run):
-                started = run.elapsed()
-                validate_and_save(run, valid_loader, outputs)
-                budget.validated(run.elapsed() - started)
+                started = run.spent()
+                inference = validate_and_save(run, valid_loader, outputs)
+                budget.validated(run.spent() - started, inference)
             if progress.iteration >= cfg["max_iteration"]:
                 break
             images, masks = next(batches)
@@ -78,7 +81,8 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
                 outputs.unlabeled_step(progress.iteration, *run.stepper.consistency.stats())
             progress.iteration += 1
             budget.stepped()
-        outputs.done(progress.best_mean_iu, lambda folder, top: audit_best(run, folder, top))
+        outputs.done(progress.best_mean_iu, (lambda folder, top: audit_best(run, folder, top))
+                     if audits_at_the_end(cfg) else None)
     return run.out_dir
 
 
@@ -109,17 +113,21 @@ def validation_due(run: TrainingRun) -> bool:
     return due and p.validated != p.iteration
 
 
-def validate_and_save(run: TrainingRun, valid_loader, outputs) -> None:
+def validate_and_save(run: TrainingRun, valid_loader, outputs) -> float:
+    """Validate, log and save; returns the seconds the model's pass over the images took."""
     s, p = run.stepper, run.progress
+    started = run.spent()
     result, shown = validate(s.weights, valid_loader, s.criterion, s.n_classes, s.device, amp=s.amp,
                              channels_last=s.channels_last, collect=run.cfg["max_visualizations"], ctx=run.ctx,
                              void=run.spec.void)
+    inference = run.spent() - started
     p.validated = p.iteration
     is_best = not math.isnan(result["mean_iu"]) and result["mean_iu"] > p.best_mean_iu
     if is_best:
         p.best_mean_iu = result["mean_iu"]
     run.last_result = result
     outputs.validation(p.iteration, p.epoch, result, shown, is_best, run.checkpoint, run.elapsed())
+    return inference
 
 
 def stop_due(run: TrainingRun, signum: int | None, stop_after: int | None) -> bool:

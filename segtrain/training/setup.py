@@ -8,7 +8,6 @@ from the global generator, so a resumed run must draw them as the first run did.
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from segtrain.outputs.logcsv import keep_rows_through
 from segtrain.outputs.run_folder import output_folder
 from segtrain.paths import from_root
 from segtrain.runtime import cpu_threads, distributed, interrupt
+from segtrain.runtime.clock import Clock
 from segtrain.runtime.device import select_device
 from segtrain.runtime.workers import plan_workers
 from segtrain.training.budget import continue_plan
@@ -54,6 +54,7 @@ class TrainingRun:
     out_dir: Path | None  # None on torchrun ranks other than 0, which write nothing
     progress: Progress
     workers: int
+    clock: Clock  # started with the command: every time the run measures is read from it
     log: object = print
     resumed_from: dict | None = None  # the checkpoint this run continues
     start_iteration: int = 0
@@ -64,10 +65,15 @@ class TrainingRun:
 
     def start_clock(self) -> None:
         """elapsed_time counts training, not set-up; a resumed run goes on from its saved time."""
-        self.clock_start = time.perf_counter() - self.progress.elapsed
+        self.clock_start = self.clock.now() - self.progress.elapsed
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self.clock_start
+        return self.clock.now() - self.clock_start
+
+    def spent(self) -> float:
+        """What a time_budget counts: this command's time from its start (set-up included), after
+        the training time of the commands this run resumes."""
+        return self.progress.elapsed + self.clock.since_start()
 
     def checkpoint(self) -> dict:
         """The payload of checkpoint.pth.tar / model_best.pth.tar at this moment."""
@@ -140,9 +146,11 @@ def describe(root: Path, cfg: dict, spec: DataSpec, device: torch.device, ctx: d
             f"batch_size {cfg['batch_size']} per process, global batch {cfg['batch_size'] * ctx.world_size}")
 
 
-def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: str | None, log=print) -> TrainingRun:
+def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: str | None, clock: Clock,
+                log=print) -> TrainingRun:
     """resume: None starts a new run; "" continues MODEL-<output_dir>/checkpoint.pth.tar; else the
-    checkpoint to continue. class_names stand in for a missing class_names.list (a preset's)."""
+    checkpoint to continue. class_names stand in for a missing class_names.list (a preset's).
+    clock: the command's, started when it started (runtime/clock.py)."""
     if cfg["threads"] is not None:
         # With other busy processes on the cores, each parallel op waits for its slowest thread.
         torch.set_num_threads(cfg["threads"])
@@ -201,7 +209,7 @@ def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: st
                       # would each compile again
                       compiled=torch.compile(model) if cfg["compile"] else None, consistency=consistency)
     run = TrainingRun(root, cfg, spec, stepper, ctx, spec.class_colors or default_colors(spec.class_names),
-                      out_dir, Progress(), workers, log, unlabeled=unlabeled, weights_source=weights_source)
+                      out_dir, Progress(), workers, clock, log, unlabeled=unlabeled, weights_source=weights_source)
     if ckpt is not None:
         continue_from(run, ckpt, ckpt_path, schedule)
     stepper.average_weights(cfg["ema_decay"], ckpt)
