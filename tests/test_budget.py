@@ -10,7 +10,6 @@ import torch
 
 from conftest import run_cli, tiny_config
 from segtrain import commands
-from segtrain.cli import main
 from segtrain.data.synthetic import write_sky_folder
 from segtrain.errors import ConfigError
 from segtrain.training.budget import budget_seconds, describe_budget
