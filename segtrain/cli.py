@@ -35,8 +35,8 @@ EPILOG_MAIN = """examples:
   segtrain download waggle_clouds ~/clouds   # the original example data, arranged, with a starter config
   segtrain init ~/my_images                  # write a starter config.list (and class_names.list) for a folder
   segtrain train ~/my_images                 # train; outputs in ~/my_images/MODEL-<output_dir>/
-  segtrain plot ~/my_images/MODEL-fcn_resnet18/log.csv
-  segtrain plugin --checkpoint ~/my_images/MODEL-fcn_resnet18/model_best.pth.tar --out my-plugin   # a Waggle edge app
+  segtrain plot ~/my_images/MODEL-lraspp_mobilenet_v3_large/log.csv
+  segtrain plugin --checkpoint ~/my_images/MODEL-lraspp_mobilenet_v3_large/model_best.pth.tar --out my-plugin   # a Waggle edge app
   segtrain demo                              # a synthetic sky/cloud folder, trained in about a minute
 
 run 'segtrain COMMAND --help' for each command's examples. The original container's form also works:
@@ -56,36 +56,36 @@ EPILOG_DOWNLOAD = """examples:
 The data comes with terms of use, printed before the download."""
 
 EPILOG_PLOT = """examples:
-  segtrain plot ~/clouds/MODEL-fcn_resnet18/log.csv                 # writes curves.png next to the log
+  segtrain plot ~/clouds/MODEL-lraspp_mobilenet_v3_large/log.csv                 # writes curves.png next to the log
   segtrain plot old_run/log.csv --out old_run.png                    # also for the original tool's logs"""
 
 
 EPILOG_EVALUATE = """examples:
-  segtrain evaluate ~/clouds --checkpoint ~/clouds/MODEL-fcn_resnet18/model_best.pth.tar
-  segtrain evaluate ~/clouds --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --split test --json test.json
+  segtrain evaluate ~/clouds --checkpoint ~/clouds/MODEL-lraspp_mobilenet_v3_large/model_best.pth.tar
+  segtrain evaluate ~/clouds --checkpoint MODEL-lraspp_mobilenet_v3_large/model_best.pth.tar --split test --json test.json
   segtrain evaluate ~/clouds --checkpoint cloud-int8.onnx     # score the exact exported file that ships
-  segtrain evaluate ~/clouds --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --tta   # with flipped copies too
+  segtrain evaluate ~/clouds --checkpoint MODEL-lraspp_mobilenet_v3_large/model_best.pth.tar --tta   # with flipped copies too
 """
 
 EPILOG_AUDIT = """examples:
-  segtrain audit ~/clouds --checkpoint ~/clouds/MODEL-fcn_resnet18/model_best.pth.tar   # into MODEL-fcn_resnet18/audit/
-  segtrain audit ~/clouds --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --out recheck --top 50
+  segtrain audit ~/clouds --checkpoint ~/clouds/MODEL-lraspp_mobilenet_v3_large/model_best.pth.tar   # into MODEL-lraspp_mobilenet_v3_large/audit/
+  segtrain audit ~/clouds --checkpoint MODEL-lraspp_mobilenet_v3_large/model_best.pth.tar --out recheck --top 50
 
 audit.csv lists every training and validation pair, most doubtful first (highest loss of the mask
 under the model); RANK_SPLIT_NAME.png shows image | mask | model for the top N.
 """
 
 EPILOG_PREDICT = """examples:
-  segtrain predict sky.jpg --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --out masks
+  segtrain predict sky.jpg --checkpoint MODEL-lraspp_mobilenet_v3_large/model_best.pth.tar --out masks
   segtrain predict ~/new_images --checkpoint model.onnx --out masks --overlay --tile 512
   segtrain predict ~/new_images --checkpoint model.onnx --out masks --tta   # average with left-right flips
 """
 
 EPILOG_EXPORT = """examples:
-  segtrain export --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --format onnx --out cloud.onnx
-  segtrain export --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --format torchscript --out cloud.pt
-  segtrain export --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --format torchscript --raw-input --out plugin.pt
-  segtrain export --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --format onnx --int8 --calibrate-on ~/clouds --out cloud-int8.onnx
+  segtrain export --checkpoint MODEL-lraspp_mobilenet_v3_large/model_best.pth.tar --format onnx --out cloud.onnx
+  segtrain export --checkpoint MODEL-lraspp_mobilenet_v3_large/model_best.pth.tar --format torchscript --out cloud.pt
+  segtrain export --checkpoint MODEL-lraspp_mobilenet_v3_large/model_best.pth.tar --format torchscript --raw-input --out plugin.pt
+  segtrain export --checkpoint MODEL-lraspp_mobilenet_v3_large/model_best.pth.tar --format onnx --int8 --calibrate-on ~/clouds --out cloud-int8.onnx
 """
 
 EPILOG_WEIGHTS = """examples:
@@ -98,8 +98,8 @@ The folder holds checkpoints/ (torchvision's files, as in torch.hub's folder) an
 Hugging Face cache for segmentation_models_pytorch's encoders); copy it along whole."""
 
 EPILOG_PLUGIN = """examples:
-  segtrain plugin --checkpoint ~/clouds/MODEL-fcn_resnet18/model_best.pth.tar --out cloud-plugin
-  segtrain plugin --checkpoint MODEL-fcn_resnet18/model_best.pth.tar --out cloud-plugin --name cloud-cover --version 1.0.0
+  segtrain plugin --checkpoint ~/clouds/MODEL-lraspp_mobilenet_v3_large/model_best.pth.tar --out cloud-plugin
+  segtrain plugin --checkpoint MODEL-lraspp_mobilenet_v3_large/model_best.pth.tar --out cloud-plugin --name cloud-cover --version 1.0.0
   cd cloud-plugin && PYWAGGLE_LOG_DIR=test-run python3 -m app.main -stream ~/clouds/valid/images -sampling-interval 1
 
 The folder holds the model (raw-input ONNX), the app (pywaggle; publishes env.coverage.<class>),
