@@ -68,10 +68,14 @@ def train_in_container(data: Path | None, config: Path, overrides: list[str], im
 
 
 def check(root: Path, config: Path | None, overrides: list[str], image_type: str) -> None:
+    """Judge the folder with the config train would use: fitted to it by train's own fit_to_folder."""
     from segtrain.data.check import check_folder
+    from segtrain.runtime.device import select_device
+    from segtrain.training.setup import fit_to_folder
 
     cfg, class_names = run_config(root, config, overrides, image_type)
-    check_folder(root, cfg, class_names)
+    fit = fit_to_folder(root, cfg, class_names, select_device(cfg["device"]).type, None)
+    check_folder(fit.spec, cfg)
 
 
 def evaluate(root: Path, checkpoint: Path, split: str, device: str, json_path: Path | None,
@@ -79,9 +83,10 @@ def evaluate(root: Path, checkpoint: Path, split: str, device: str, json_path: P
     from segtrain.paths import output_file
     from segtrain.use.evaluate import evaluate as evaluate_model, format_table, write_json
 
-    if json_path is not None:
-        output_file(json_path, "--json")  # before the evaluation, which may take long
-    numbers = evaluate_model(root, from_command_line(checkpoint, root), split, device, tta=tta)
+    checkpoint = from_command_line(checkpoint, root)
+    if json_path is not None:  # before the evaluation, which may take long; the data's files are guarded as such
+        output_file(json_path, "--json", {checkpoint: "the model file"})
+    numbers = evaluate_model(root, checkpoint, split, device, tta=tta)
     print(format_table(numbers))
     if json_path is not None:
         write_json(numbers, json_path)
@@ -107,9 +112,16 @@ def init(root: Path) -> None:
 
 
 def demo(out: Path, overrides: list[str]) -> None:
+    """Make the demo folder (a new or empty one: the demo writes images, masks and a config.list),
+    or train again in one made before."""
     from segtrain.data.synthetic import write_sky_folder
+    from segtrain.paths import output_folder
 
+    output_folder(out, "demo")
     if not (out / "class_names.list").is_file():
+        if out.is_dir() and any(out.iterdir()):
+            raise ConfigError(f"demo {out}: holds files but no demo (no class_names.list); the demo would write its "
+                              "images and config.list among them. Give a new or empty folder (default: ./demo).")
         write_sky_folder(out, config=DEMO_CONFIG)
         print(f"made a synthetic sky/cloud dataset in {out}")
     train(out, None, overrides)
