@@ -51,9 +51,9 @@ def _file_above(path: Path) -> Path | None:
 RUN_FILES = (CHECKPOINT_NAME, BEST_NAME, LOG_NAME)
 DATA_LISTS = ("class_names.list", "class_colors.list", "config.list")
 CHECKPOINT_SUFFIXES = (".pth", ".pth.tar")
-# A data folder's images and masks (data/folder.py: images/ beside labels/) and its unlabeled
-# images (data/unlabeled.py: unlabeled/ beside train/ or images/): a file written there would
-# replace a sample or join the data set.
+# A data folder's images and masks (data/folder.py: the files right in images/ beside labels/)
+# and its unlabeled images (data/unlabeled.py: at any depth in unlabeled/ beside train/ or
+# images/): a file written there would replace a sample or join the data set.
 PAIRED_FOLDERS = {"images": "labels", "labels": "images"}
 UNLABELED_FOLDER = "unlabeled"
 ANOTHER_PATH = "Choose another path for {option}: a new file, apart from the run's and the data's own files."
@@ -69,16 +69,16 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return status.st_dev, status.st_ino
 
 
-def data_folder_holding(path: Path) -> Path | None:
-    """The data folder (images/, labels/ or unlabeled/ of a data set) that `path` lies in, after
-    resolving symlinks; None when it lies in none. A folder counts as itself."""
-    real = Path(os.path.realpath(path))
-    for folder in (real, *real.parents):
-        other = PAIRED_FOLDERS.get(folder.name)
-        if other is not None and (folder.parent / other).is_dir():
-            return folder
-        if folder.name == UNLABELED_FOLDER and any((folder.parent / d).is_dir() for d in ("train", "images")):
-            return folder
+def data_folder_holding(folder: Path) -> Path | None:
+    """The data set's folder (images/, labels/ or unlabeled/) whose samples a file written in
+    `folder` would be among, after resolving symlinks; None when there is none."""
+    real = Path(os.path.realpath(folder))
+    other = PAIRED_FOLDERS.get(real.name)
+    if other is not None and (real.parent / other).is_dir():
+        return real
+    for above in (real, *real.parents):
+        if above.name == UNLABELED_FOLDER and any((above.parent / d).is_dir() for d in ("train", "images")):
+            return above
     return None
 
 
