@@ -185,12 +185,16 @@ def audit(root: PathLike, model: PathLike, *, out: PathLike | None = None, top: 
 
 def check(root: PathLike, overrides: Mapping[str, Any] | None = None, *, config: PathLike | None = None,
           image_type: str = "auto", log: Log = print) -> None:
-    """`segtrain check`: log the dataset report of ROOT; raises DatasetError when it finds problems."""
+    """`segtrain check`: log the dataset report of ROOT, judged with the config train would use (fitted
+    to the folder by train's own fit_to_folder); raises DatasetError when it finds problems."""
     from segtrain.data.check import check_folder
+    from segtrain.runtime.device import select_device
+    from segtrain.training.setup import fit_to_folder
 
     root = Path(root)
     cfg, class_names = run_config(root, _path(config), _set_arguments(overrides), image_type)
-    check_folder(root, cfg, class_names, log)
+    fit = fit_to_folder(root, cfg, class_names, select_device(cfg["device"], log).type, None, log)
+    check_folder(fit.spec, cfg, log)
 
 
 def init(root: PathLike, *, log: Log = print) -> None:
@@ -243,9 +247,13 @@ def plot(log_csv: PathLike, out: PathLike | None = None) -> Path:
 def demo(out: PathLike = "demo", overrides: Mapping[str, Any] | None = None, *, log: Log = print) -> Run | None:
     """A synthetic sky/cloud folder in `out` (made once), trained: about a minute on two cores."""
     from segtrain.data.synthetic import write_sky_folder
+    from segtrain.paths import output_folder
 
-    out = Path(out)
+    out = output_folder(Path(out), "demo")
     if not (out / "class_names.list").is_file():
+        if out.is_dir() and any(out.iterdir()):
+            raise ConfigError(f"demo {out}: holds files but no demo (no class_names.list); the demo would write its "
+                              "images and config.list among them. Give a new or empty folder (default: ./demo).")
         write_sky_folder(out, config=DEMO_CONFIG)
         log(f"made a synthetic sky/cloud dataset in {out}")
     return train(out, overrides, log=log)

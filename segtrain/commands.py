@@ -57,9 +57,10 @@ def evaluate(root: Path, checkpoint: Path, split: str, device: str, json_path: P
     from segtrain.paths import output_file
     from segtrain.use.evaluate import format_table, write_json
 
-    if json_path is not None:
-        output_file(json_path, "--json")  # before the evaluation, which may take long
-    numbers = api.evaluate(from_command_line(checkpoint, root), root, split=split, device=device, tta=tta)
+    checkpoint = from_command_line(checkpoint, root)
+    if json_path is not None:  # before the evaluation, which may take long; the data's files are guarded as such
+        output_file(json_path, "--json", {checkpoint: "the model file"})
+    numbers = api.evaluate(checkpoint, root, split=split, device=device, tta=tta)
     print(format_table(numbers))
     if json_path is not None:
         write_json(numbers, json_path)

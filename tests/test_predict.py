@@ -10,7 +10,7 @@ from PIL import Image
 from conftest import run_cli, save_fresh_checkpoint
 from segtrain.cli import main
 from segtrain.data.classes import default_colors
-from segtrain.errors import ConfigError
+from segtrain.errors import OutputError
 from segtrain.use.export import export
 from segtrain.use.predict import predict
 from segtrain.use.trained import TorchPredictor, load_trained
@@ -99,7 +99,7 @@ def test_read_only_arrays_predict_as_writable_ones_without_a_warning(trained_roo
 def test_refuses_to_overwrite_input_images(trained_root, tmp_path):
     folder = mixed_folder(tmp_path / "in")
     before = (folder / "img0.png").read_bytes()
-    with pytest.raises(ConfigError, match="would overwrite input image"):
+    with pytest.raises(OutputError, match="would overwrite input image"):
         predict(folder, trained_root / CKPT, folder)
     assert (folder / "img0.png").read_bytes() == before
 

@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from segtrain.outputs.checkpoints import read_checkpoint
-from segtrain.data.folder import DataSpec, SegmentationDataset, check_batchable, inspect_root
+from segtrain.data.folder import DataSpec, SegmentationDataset
 from segtrain.errors import DatasetError, SegtrainError
 from segtrain.data.labels import IGNORE
 from segtrain.data.void import find_void
-from segtrain.runtime.device import select_device
 from segtrain.runtime.workers import plan_workers
 
 PROGRESS_EVERY = 500
@@ -51,11 +50,10 @@ def format_sizes(sizes: Counter) -> str:
     return shown + (f" and {len(sizes) - 6} more" if len(sizes) > 6 else "")
 
 
-def check_folder(root: Path, cfg: dict, class_names: list[str] | None = None, log=print) -> None:
-    """Print the report; raises DatasetError when problems were found (or inspection fails)."""
-    root = Path(root)
-    spec = inspect_root(root, cfg, class_names)
-    check_batchable(spec, cfg["image_size"], cfg["batch_size"])
+def check_folder(spec: DataSpec, cfg: dict, log=print) -> None:
+    """Print the report of a folder inspected and fitted as training does (training/setup.py
+    fit_to_folder: cfg is the config train will use); raises DatasetError when problems were found."""
+    root = Path(spec.root)
     splits = {"train": spec.train, "valid": spec.valid}
     log(f"data: {root} ({spec.layout}); validation: {spec.valid_source}")
     log(f"classes: {len(spec.class_names)} ({', '.join(spec.class_names)})")
@@ -84,7 +82,6 @@ def check_folder(root: Path, cfg: dict, class_names: list[str] | None = None, lo
         if absent and c.sum():
             log(f"note: no {split} pixel is labelled {', '.join(absent)}.")
 
-    select_device(cfg["device"], log)
     plan_workers(cfg, spec.sizes["train"], log)
     if cfg["pretrained_net"]:
         path = Path(cfg["pretrained_net"])

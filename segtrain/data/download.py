@@ -9,6 +9,7 @@ to that split, a single pair elsewhere becomes train/ (validation is then held o
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import stat
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from segtrain.errors import SegtrainError
+from segtrain.paths import output_folder
 from segtrain.config.presets import PRESETS
 from segtrain.data.extract_limits import ExtractBudget, ExtractLimits, TooLarge, decompressed as _decompressed
 
@@ -227,9 +229,13 @@ def download(name: str, dest: Path, url: str | None = None, archive: Path | None
     if taken:
         held = ", ".join(d + "/" for d in taken)
         raise DownloadError(f"{dest}: already holds {held}; nothing was changed. Choose a new folder.")
-    log(dataset.terms)
+    output_folder(dest, "DEST")
     work = dest / "download"
     extracted = work / "extracted"
+    if archive is not None and Path(os.path.realpath(archive)).is_relative_to(os.path.realpath(extracted)):
+        raise DownloadError(f"--archive {archive}: lies in {extracted}, which the download clears before it extracts. "
+                            "Move the archive out of that folder first.")
+    log(dataset.terms)
     if extracted.exists():
         shutil.rmtree(extracted)  # a half-arranged earlier attempt: start the arrangement afresh
     work.mkdir(parents=True, exist_ok=True)

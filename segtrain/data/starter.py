@@ -22,6 +22,7 @@ from segtrain.config import recipe
 from segtrain.config.load import KEYS, resolve
 from segtrain.data.folder import check_sizes, find_splits
 from segtrain.errors import DatasetError, OutputError, SegtrainError
+from segtrain.paths import DATA_LISTS
 from segtrain.data.labels import DETECTION_SAMPLE, LOSSY_SUFFIXES, detect_decoder, read_mask, spread_sample
 from segtrain.data.void import find_void
 
@@ -156,7 +157,7 @@ def plan(root: Path, class_names: list[str] | None = None, fallback: dict | None
     return Starter(root, config, classes, found, problems, fitted)
 
 
-STARTER_FILES = ("class_names.list", "class_colors.list", "config.list")
+STARTER_FILES = DATA_LISTS  # which no output of any command may replace (paths.py)
 
 
 def _write_new(path: Path, text: str) -> bool:

@@ -25,11 +25,10 @@ from torch import nn
 
 from segtrain.version import __version__
 from segtrain.outputs.atomic import atomic_open
+from segtrain.outputs.run_folder import BEST_NAME, CHECKPOINT_NAME  # noqa: F401  (also imported from here)
 from segtrain.errors import CheckpointError
 
-# The layout of a run's checkpoint files: their names, and the version of the payload below.
-CHECKPOINT_NAME = "checkpoint.pth.tar"  # the latest state, for --resume
-BEST_NAME = "model_best.pth.tar"  # the weights of the best validation so far
+# The version of the payload below (the files' names are the run folder's, outputs/run_folder.py).
 FORMAT_VERSION = 1
 ZIP_MAGIC = b"PK\x03\x04"
 LEGACY_PICKLES = 5  # the legacy format: magic number, protocol, sys info, the object, storage keys

@@ -115,7 +115,8 @@ def _spans_decades(*arrays) -> bool:
 def plot_log(log_path: Path, out: Path | None = None) -> Path:
     """curves.png next to the log (or at `out`) from log.csv."""
     log_path = Path(log_path)
-    out = output_file(out if out is not None else log_path.with_name("curves.png"), "--out" if out is not None else "plot")
+    out = output_file(out if out is not None else log_path.with_name("curves.png"), "--out" if out is not None else "plot",
+                      {log_path: "the log"})
     if not out.parent.is_dir():
         raise LogFileError(f"{out.parent}: folder not found for --out. Create it or choose another path.")
     log = read_log(log_path)

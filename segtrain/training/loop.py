@@ -47,7 +47,10 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
     # Every way out runs these callbacks, last registered first: the loaders' workers must end even
     # when the outputs cannot be opened, or the process would print its error and hang.
     with contextlib.ExitStack() as cleanup:
-        cleanup.enter_context(explain_out_of_memory(run))  # exits last: sees the error after clean-up
+        if run.folder_lock is not None:
+            cleanup.callback(run.folder_lock.release)  # last of all: no other run may start in it before
+        cleanup.enter_context(explain_out_of_memory(run))  # sees the error after clean-up
+        cleanup.enter_context(remove_if_untrained(run))
         cleanup.callback(distributed.shutdown, run.ctx)
         position = sample_position(progress.iteration, len(run.spec.train), cfg["batch_size"], run.ctx.world_size)
         train_loader, sampler, valid_loader, unlabeled_loader = make_loaders(
@@ -156,14 +159,26 @@ def resume_hint(root: Path, checkpoint: Path, cfg: dict) -> str:
 
 @contextlib.contextmanager
 def explain_out_of_memory(run: TrainingRun):
-    """An out-of-memory error becomes one line naming the largest image; a new run's folder that
-    holds nothing trained is removed, so no empty MODEL folder is left behind."""
+    """An out-of-memory error becomes one line naming the largest image."""
     try:
         yield
     except (RuntimeError, MemoryError) as e:
         message = too_large_to_train(e, run.spec, run.cfg)
         if message is None:
             raise
-        if run.out_dir is not None and run.resumed_from is None and run.progress.iteration == 0:
-            shutil.rmtree(run.out_dir, ignore_errors=True)
         raise TrainingError(message) from None
+
+
+@contextlib.contextmanager
+def remove_if_untrained(run: TrainingRun):
+    """A new run that fails before it trained (or before any checkpoint) leaves no folder: one
+    without a run in it would send the next run to MODEL-...-2, where a plain --resume finds
+    nothing. A stopped run keeps a folder with a checkpoint: the stop message says to resume it."""
+    try:
+        yield
+    except BaseException as e:
+        saved = run.out_dir is not None and (run.out_dir / CHECKPOINT_NAME).exists()
+        untrained = not saved or (run.progress.iteration == 0 and not isinstance(e, interrupt.Stopped))
+        if run.out_dir is not None and run.resumed_from is None and untrained:
+            shutil.rmtree(run.out_dir, ignore_errors=True)
+        raise

@@ -1,5 +1,6 @@
 """Everything a training run needs before its first step, in the order that keeps runs exact:
-seed, checkpoint to resume, data, device and processes, model, output folder, optimizer, state.
+seed, device and processes, checkpoint to resume (its folder held), data and loss fitted to the
+folder, model, optimizer, state; a new run's output folder last, once everything is checked.
 
 The order matters for reproducibility: the model's initial weights, then the loader's seed, come
 from the global generator, so a resumed run must draw them as the first run did.
@@ -27,7 +28,7 @@ from segtrain.models.weights import Weights, resolve as resolve_weights, weights
 from segtrain.outputs.atomic import remove_stale_temps
 from segtrain.outputs.checkpoints import load_weights, read_checkpoint, training_payload
 from segtrain.outputs.logcsv import keep_rows_through
-from segtrain.outputs.run_folder import output_folder
+from segtrain.outputs.run_folder import LOG_NAME, FolderLock, hold, output_folder
 from segtrain.paths import from_root
 from segtrain.runtime import cpu_threads, distributed, interrupt
 from segtrain.runtime.clock import Clock
@@ -62,6 +63,7 @@ class TrainingRun:
     clock_start: float = 0.0
     unlabeled: Unlabeled | None = None  # images without masks (training/consistency.py); None = off
     weights_source: str = ""  # where the starting weights came from (models/weights.py), for the report
+    folder_lock: FolderLock | None = None  # rank 0's hold on out_dir (outputs/run_folder.py), released at the end
 
     def start_clock(self) -> None:
         """elapsed_time counts training, not set-up; a resumed run goes on from its saved time."""
@@ -146,32 +148,80 @@ def describe(root: Path, cfg: dict, spec: DataSpec, device: torch.device, ctx: d
             f"batch_size {cfg['batch_size']} per process, global batch {cfg['batch_size'] * ctx.world_size}")
 
 
-def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: str | None, clock: Clock,
-                log=print) -> TrainingRun:
-    """resume: None starts a new run; "" continues MODEL-<output_dir>/checkpoint.pth.tar; else the
-    checkpoint to continue. class_names stand in for a missing class_names.list (a preset's).
-    clock: the command's, started when it started (runtime/clock.py)."""
-    if cfg["threads"] is not None:
-        # With other busy processes on the cores, each parallel op waits for its slowest thread.
-        torch.set_num_threads(cfg["threads"])
-    seed_everything(cfg["seed"])
-    ckpt_path = checkpoint_to_resume(root, cfg, resume, log) if resume is not None else None
-    ckpt = read_resumable(ckpt_path, cfg) if ckpt_path is not None else None
+@dataclass(frozen=True)
+class FolderFit:
+    """What the run trains on and with, judged against the folder: its data, its unlabeled images
+    and its loss, with the config's open keys fitted (`fit_to_folder`)."""
+
+    spec: DataSpec
+    unlabeled: Unlabeled | None
+    criterion: nn.Module
+    threshold_why: str
+    colour_why: str
+
+
+def fit_to_folder(root: Path, cfg: dict, class_names: list[str] | None, device_type: str, saved: dict | None,
+                  log=print) -> FolderFit:
+    """Fit the recipe to ROOT (saved: a resumed run's config) and check the config against the data,
+    in cfg; the one judgement of the config that `train` and `check` share, so check passes exactly
+    what train will accept. Creates nothing."""
     spec = inspect_root(root, cfg, class_names)
-    device = select_device(cfg["device"], log)
-    ctx = distributed.init(device)
-    device = distributed.local_device(device, ctx)
-    log = log if ctx.is_main else _silent
-    fit_recipe(cfg, spec, device.type, None if ckpt is None else ckpt.get("config"), log)
+    fit_recipe(cfg, spec, device_type, saved, log)
     check_batchable(spec, cfg["image_size"], cfg["batch_size"])
-    if ckpt is not None:
-        continue_plan(cfg, ckpt, log)
     unlabeled = find_unlabeled(root, cfg, spec.sizes["train"], log)
     # Before check_compatible, which notes settings that differ from the checkpoint's. The threshold
     # is resolved with or without unlabeled images, so a checkpoint's config always holds a number.
     cfg["unlabeled_threshold"], threshold_why = confidence_threshold(cfg, len(spec.class_names))
+    colour_why = ""
     if unlabeled is not None:
-        cfg["unlabeled_colour"], colour_why = strong_colour(cfg, spec, None if ckpt is None else ckpt.get("config"))
+        cfg["unlabeled_colour"], colour_why = strong_colour(cfg, spec, saved)
+    criterion = build_loss(cfg, spec.class_names, spec.train, spec.decoder, log)
+    return FolderFit(spec, unlabeled, criterion, threshold_why, colour_why)
+
+
+def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: str | None, clock: Clock,
+                log=print) -> TrainingRun:
+    """resume: None starts a new run; "" continues MODEL-<output_dir>/checkpoint.pth.tar; else the
+    checkpoint to continue. class_names stand in for a missing class_names.list (a preset's).
+    clock: the command's, started when it started (runtime/clock.py).
+
+    Everything is checked before anything is created: a new run's folder is claimed last. A resumed
+    run holds its folder (rank 0) before it reads the checkpoint, so a run still training there is
+    refused before anything is read or changed."""
+    if cfg["threads"] is not None:
+        # With other busy processes on the cores, each parallel op waits for its slowest thread.
+        torch.set_num_threads(cfg["threads"])
+    seed_everything(cfg["seed"])
+    device = select_device(cfg["device"], log)
+    ctx = distributed.init(device)
+    device = distributed.local_device(device, ctx)
+    log = log if ctx.is_main else _silent
+    ckpt_path = checkpoint_to_resume(root, cfg, resume, log) if resume is not None else None
+    folder_lock = hold(ckpt_path.parent, log) if ckpt_path is not None and ctx.is_main else None
+    try:
+        run = _prepare(root, cfg, class_names, ckpt_path, device, ctx, clock, log)
+        if ckpt_path is None and ctx.is_main:
+            run.out_dir = output_folder(root, cfg["output_dir"], log)
+            folder_lock = hold(run.out_dir, log)
+    except BaseException:
+        if folder_lock is not None:
+            folder_lock.release()
+        raise
+    run.folder_lock = folder_lock
+    log(f"outputs: {run.out_dir}")
+    if run.resumed_from is not None and ctx.is_main:
+        trim_folder(run, ckpt_path)
+    return run
+
+
+def _prepare(root: Path, cfg: dict, class_names: list[str] | None, ckpt_path: Path | None, device: torch.device,
+             ctx: distributed.Context, clock: Clock, log) -> TrainingRun:
+    """prepare_run's checks and set-up, which write nothing; out_dir is the resumed run's folder, else None."""
+    ckpt = read_resumable(ckpt_path, cfg) if ckpt_path is not None else None
+    fit = fit_to_folder(root, cfg, class_names, device.type, None if ckpt is None else ckpt.get("config"), log)
+    spec, unlabeled = fit.spec, fit.unlabeled
+    if ckpt is not None:
+        continue_plan(cfg, ckpt, log)
     # A resumed run's weights come from its checkpoint: fetch or load no others first.
     fresh = ckpt is None
     channels_last = use_channels_last(cfg["channels_last"], cfg["image_size"], device)  # image_size is fitted by now
@@ -186,47 +236,48 @@ def prepare_run(root: Path, cfg: dict, class_names: list[str] | None, resume: st
         check_compatible(ckpt, cfg, spec.class_names, ckpt_path, log)
     if unlabeled is not None:
         log(f"unlabeled: {len(unlabeled.paths)} images from {unlabeled.folder} (FixMatch consistency, threshold "
-            f"{cfg['unlabeled_threshold']:g} ({threshold_why}), weight {cfg['unlabeled_weight']:g}, {unlabeled.batch_size} per step; "
-            f"the strong view {colour_why})")
+            f"{cfg['unlabeled_threshold']:g} ({fit.threshold_why}), weight {cfg['unlabeled_weight']:g}, "
+            f"{unlabeled.batch_size} per step; the strong view {fit.colour_why})")
     workers = plan_workers(cfg, spec.sizes["train"], log, unlabeled.batch_size if unlabeled is not None else 0)
     if interrupt.requested():
         raise interrupt.Stopped("stopped before training began; nothing was written.", interrupt.requested())
-    out_dir = ckpt_path.parent if ckpt is not None else (output_folder(root, cfg["output_dir"], log) if ctx.is_main else None)
-    log(f"outputs: {out_dir}")
     optimizer = make_optimizer(model, cfg)
     schedule = make_schedule(cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     scaler = make_scaler(cfg["amp"], device)
-    criterion = build_loss(cfg, spec.class_names, spec.train, spec.decoder, log)
     # Seeds: the labeled images' augmentation draws from seed, the unlabeled order and weak views
     # from seed + 1, the strong views from seed + 2, so no two streams coincide.
     consistency = None if unlabeled is None else Consistency(cfg["unlabeled_threshold"], cfg["unlabeled_weight"],
                                                              cfg["seed"] + 2, ctx.rank, cfg["loss_reduction"],
                                                              cfg["unlabeled_colour"])
-    stepper = Stepper(model, criterion, optimizer, scheduler, scaler, device, len(spec.class_names),
+    stepper = Stepper(model, fit.criterion, optimizer, scheduler, scaler, device, len(spec.class_names),
                       cfg["amp"], channels_last, cfg["aux_loss"],
                       # validation and checkpoints use the plain module: eval-mode and size changes
                       # would each compile again
                       compiled=torch.compile(model) if cfg["compile"] else None, consistency=consistency)
+    out_dir = ckpt_path.parent if ckpt_path is not None and ctx.is_main else None
     run = TrainingRun(root, cfg, spec, stepper, ctx, spec.class_colors or default_colors(spec.class_names),
                       out_dir, Progress(), workers, clock, log, unlabeled=unlabeled, weights_source=weights_source)
     if ckpt is not None:
-        continue_from(run, ckpt, ckpt_path, schedule)
+        continue_from(run, ckpt, schedule)
     stepper.average_weights(cfg["ema_decay"], ckpt)
     return run
 
 
-def continue_from(run: TrainingRun, ckpt: dict, path: Path, schedule) -> None:
-    """Put a checkpoint's state back, and trim the run's folder to that moment."""
+def continue_from(run: TrainingRun, ckpt: dict, schedule) -> None:
+    """Put a checkpoint's state back (in memory: trim_folder brings the folder to that moment)."""
     s = run.stepper
     run.progress = restore(ckpt, s.model, s.optimizer, s.scheduler, s.scaler, run.cfg, schedule)
     run.resumed_from = ckpt
     run.start_iteration = run.progress.iteration
     run.last_result = ckpt.get("valid_metrics")
-    if run.ctx.is_main:
-        p = run.progress
-        dropped = keep_rows_through(run.out_dir / "log.csv", p.iteration, p.validated == p.iteration)
-        remove_stale_temps(run.out_dir)
-        (run.out_dir / "visualization_viz").mkdir(exist_ok=True)
-        run.log(f"resuming {path} at iteration {p.iteration}/{run.cfg['max_iteration']}"
-                + (f"; dropped {dropped} log.csv row(s) written after that checkpoint" if dropped else ""))
+
+
+def trim_folder(run: TrainingRun, path: Path) -> None:
+    """The resumed run's folder as it was at its checkpoint: later log.csv rows and stray temporary files go."""
+    p = run.progress
+    dropped = keep_rows_through(run.out_dir / LOG_NAME, p.iteration, p.validated == p.iteration)
+    remove_stale_temps(run.out_dir)
+    (run.out_dir / "visualization_viz").mkdir(exist_ok=True)
+    run.log(f"resuming {path} at iteration {p.iteration}/{run.cfg['max_iteration']}"
+            + (f"; dropped {dropped} log.csv row(s) written after that checkpoint" if dropped else ""))

@@ -23,7 +23,7 @@ from segtrain.data.folder import SegmentationDataset
 from segtrain.errors import ConfigError
 from segtrain.evaluation.audit import Doubt, rank_doubts
 from segtrain.outputs.visualize import side_by_side
-from segtrain.paths import output_folder
+from segtrain.paths import output_file, output_folder
 from segtrain.data.classes import void_class
 from segtrain.use.evaluate import model_config, predictor_batches, split_pairs
 from segtrain.use.predict import open_predictor, write_atomic
@@ -64,15 +64,11 @@ def audit(root: Path, checkpoint: Path, out: Path | None = None, top: int = 20, 
     if top < 0:
         raise ConfigError(f"--top {top}: give how many pictures to write, 0 or more (0: the CSV only).")
     out = output_folder(Path(out) if out is not None else checkpoint.parent / "audit", "--out")
+    output_file(out / CSV_NAME, "--out", {checkpoint: "the model file"})
     predictor = open_predictor(checkpoint, device, log=log)
     train, decoder, _ = split_pairs(root, predictor, checkpoint, "train", log)
     valid, _, _ = split_pairs(root, predictor, checkpoint, "valid", log)
     pairs, splits = train + valid, ["train"] * len(train) + ["valid"] * len(valid)
-    # Pictures added to a folder of images or masks would become part of the data set.
-    data_folders = {p.resolve() for pair in pairs for p in (pair.image.parent, pair.label.parent)}
-    if out.resolve() in data_folders:
-        raise ConfigError(f"--out {out}: is a folder of the data set's images or masks; the audit's pictures would "
-                          "join them. Choose another folder (default: audit/ beside the checkpoint).")
     dataset = SegmentationDataset(pairs, decoder, None, train=False)
     log(f"audit: scoring {len(train)} training and {len(valid)} validation pair(s) of {root} with {checkpoint}")
     with torch.inference_mode():

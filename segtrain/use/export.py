@@ -160,11 +160,8 @@ def verification_inputs(trained: TrainedModel, size: list[int], dynamic: bool, v
 
     inputs = [("random", noise(2, 3, *size))]
     if verify_on is not None:
-        paths = [verify_on] if Path(verify_on).is_file() else sorted(
-            p for p in Path(verify_on).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not paths:
-            raise ExportError(f"--verify-on {verify_on}: no images found; give an image or a folder of images.")
-        images, what = [read_image(p) for p in paths[:VERIFY_IMAGES]], f"{min(len(paths), VERIFY_IMAGES)} image(s) of {verify_on}"
+        paths = verify_images(verify_on)
+        images, what = [read_image(p) for p in paths], f"{len(paths)} image(s) of {verify_on}"
     else:
         from segtrain.data.synthetic import sky_sample
 
@@ -183,6 +180,15 @@ def verification_inputs(trained: TrainedModel, size: list[int], dynamic: bool, v
         odd = [s * 3 // 4 + 5 if s * 3 // 4 + 5 >= 32 else s + 5 for s in size]  # not below the 32 px minimum
         inputs.append((f"random {odd[0]}x{odd[1]}", noise(1, 3, *odd)))
     return inputs
+
+
+def verify_images(verify_on: Path) -> list[Path]:
+    """The images of --verify-on that verification reads: the file, or the first VERIFY_IMAGES of the folder's."""
+    paths = [Path(verify_on)] if Path(verify_on).is_file() else sorted(
+        p for p in Path(verify_on).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ExportError(f"--verify-on {verify_on}: no images found; give an image or a folder of images.")
+    return paths[:VERIFY_IMAGES]
 
 
 def pipeline_logits(model: nn.Module, batch: torch.Tensor, trained: TrainedModel) -> np.ndarray:
@@ -227,11 +233,17 @@ def verify(fmt: str, path: Path, module: nn.Module, inputs, log, pipeline=None) 
     return result
 
 
-def _check_request(fmt: str, out: Path, int8: bool, calibrate_on: Path | None) -> Path:
-    """Refuse, before any work, what cannot be exported: returns the output path."""
+def _check_request(checkpoint: Path, fmt: str, out: Path, verify_on: Path | None, int8: bool,
+                   calibrate_on: Path | None) -> Path:
+    """Refuse, before any work, what cannot be exported: returns the output path. The output
+    replaces none of what export reads (the checkpoint, the images it verifies on; --calibrate-on's
+    images and masks are a data folder's, which no output may replace)."""
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}.")
-    out = output_file(out, "--out")
+    reads = {Path(checkpoint): "the checkpoint"}
+    if verify_on is not None:
+        reads.update({path: "the --verify-on image" for path in verify_images(verify_on)})
+    out = output_file(out, "--out", reads)
     if int8 and (fmt != "onnx" or calibrate_on is None):
         raise ExportError("--int8: INT8 export is ONNX Runtime's static quantisation; use it with --format onnx "
                           "and --calibrate-on ROOT (the training data folder, for calibration and validation).")
@@ -244,7 +256,7 @@ def export(checkpoint: Path, fmt: str, out: Path, size: list[int] | None = None,
            raw_input: bool = False, int8: bool = False, calibrate_on: Path | None = None,
            max_iou_drop: float = 0.01, log=print) -> dict:
     """Export, verify, then rename into place: a failed export leaves no file (and an old one intact)."""
-    out = _check_request(fmt, out, int8, calibrate_on)
+    out = _check_request(checkpoint, fmt, out, verify_on, int8, calibrate_on)
     trained = load_trained(checkpoint, "cpu", log)
     # Exported graphs take plain NCHW tensors (torch.export cannot trace channels_last weights into
     # ONNX); the runtime that loads the file chooses its own layout.

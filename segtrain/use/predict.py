@@ -19,7 +19,7 @@ from PIL import Image
 
 from segtrain.errors import ConfigError, DatasetError
 from segtrain.outputs.atomic import atomic_open
-from segtrain.paths import cannot_write, output_file, output_folder
+from segtrain.paths import cannot_write, output_file, output_folder, refuse_replacing
 from segtrain.data.images import IMAGE_SUFFIXES, list_images, open_image, read_image
 from segtrain.outputs.visualize import colorize, overlay
 from segtrain.data.classes import void_class
@@ -168,13 +168,11 @@ def predict(source: Path, model_path: Path, out_dir: Path, overlay_jpeg: bool = 
     inputs = find_inputs(source, recursive, notes)
     for note in notes:
         log(note)
-    outputs = [mask_path(out_dir, rel) for _, rel in inputs] + [out_dir / "summary.csv"]
+    outputs = [mask_path(out_dir, rel) for _, rel in inputs] + [summary]
     if overlay_jpeg:
         outputs += [overlay_path(out_dir, rel) for _, rel in inputs]
-    clashes = {image.resolve() for image, _ in inputs} & {path.resolve() for path in outputs}
-    if clashes:
-        raise ConfigError(f"--out {out_dir}: predicting would overwrite input image {sorted(clashes)[0]}. "
-                          "Write the masks to another folder.")
+    refuse_replacing(outputs, {Path(model_path): "the model file", **{image: "input image" for image, _ in inputs}},
+                     "--out")
     limit = memory_limit()
     predictor = open_predictor(model_path, device, tile, overlap, log, tta)
     batch_size = batch_size or predictor.batch_size
