@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # the module loads NumPy and Pillow: only where a model is us
 PathLike = Union[str, Path]
 Log = Callable[..., Any]
 
-# The demo trains a small FCN at 64 px on synthetic skies: it learns them in about a minute on
+# The demo trains a small FCN at 64 px on synthetic skies: it learns them in about 2 minutes on
 # two cores, where the default recipe (made for real photos, see config/recipe.py) needs longer.
 DEMO_CONFIG = {
     "model": "fcn_resnet18",
@@ -245,7 +245,7 @@ def plot(log_csv: PathLike, out: PathLike | None = None) -> Path:
 
 
 def demo(out: PathLike = "demo", overrides: Mapping[str, Any] | None = None, *, log: Log = print) -> Run | None:
-    """A synthetic sky/cloud folder in `out` (made once), trained: about a minute on two cores."""
+    """A synthetic sky/cloud folder in `out` (made once), trained: about 2 minutes on two CPU cores."""
     from segtrain.data.synthetic import write_sky_folder
     from segtrain.paths import output_folder
 

@@ -37,7 +37,7 @@ EPILOG_MAIN = """examples:
   segtrain train ~/my_images                 # train; outputs in ~/my_images/MODEL-<output_dir>/
   segtrain plot ~/my_images/MODEL-lraspp_mobilenet_v3_large/log.csv
   segtrain plugin --checkpoint ~/my_images/MODEL-lraspp_mobilenet_v3_large/model_best.pth.tar --out my-plugin   # a Waggle edge app
-  segtrain demo                              # a synthetic sky/cloud folder, trained in about a minute
+  segtrain demo                              # a synthetic sky/cloud folder, trained in about 2 minutes on 2 CPU cores
 
 run 'segtrain COMMAND --help' for each command's examples. The original container's form also works:
   segtrain --config config.list --image_type waggle_cloud [--data ROOT]"""
@@ -261,7 +261,7 @@ COMMANDS = {
                 _weights_arguments, lambda a: commands.weights(a.out, a.model, a.encoder)),
     "plot": ("draw curves.png (loss, mean IoU, accuracy) from a log.csv", EPILOG_PLOT, _plot_arguments,
              lambda a: commands.plot(a.log, a.out)),
-    "demo": ("make a small synthetic sky/cloud folder and train on it (a few minutes on a CPU)", EPILOG_DEMO,
+    "demo": ("make a small synthetic sky/cloud folder and train on it (about 2 minutes on 2 CPU cores)", EPILOG_DEMO,
              _demo_arguments, lambda a: commands.demo(a.out, a.overrides)),
 }
 
