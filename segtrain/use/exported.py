@@ -15,7 +15,9 @@ ONNX files run on onnxruntime alone: PyTorch is imported only for TorchScript an
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import warnings
 import zipfile
 from pathlib import Path
@@ -26,7 +28,7 @@ from PIL import Image
 from segtrain.errors import CheckpointError, ConfigError
 from segtrain.evaluation.tiling import sliding_window
 from segtrain.evaluation.tta import with_flips
-from segtrain.use.pt2_check import UnsafePt2, check_pt2
+from segtrain.use.model_file_check import UnsafeModelFile, check_pt2, check_script_module, check_torchscript
 
 METADATA_KEY = "segtrain"  # the ONNX metadata_props entry (and TorchScript/.pt2 extra file stem) holding JSON
 EXTRA_FILE = f"{METADATA_KEY}.json"
@@ -102,33 +104,66 @@ def _onnx_runner(path: Path, spinning: bool = True):
         lambda batch: session.run(None, {name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
 
-def _torch_runner(path: Path, kind: str):
-    """A TorchScript or .pt2 file runs the graph stored in it. TorchScript's own unpickler knows only
-    its types; torch.export.load can run code from a .pt2 file, so pt2_check reads it as data first."""
-    import torch
+def _refused(path: Path, kind: str, error: UnsafeModelFile) -> CheckpointError:
+    return CheckpointError(f"{path}: refused, it holds more than segtrain export writes and could run code when "
+                           f"loaded: {error}. Export it again with segtrain export --format {kind}.")
 
-    if kind == "pt2":
-        try:
-            check_pt2(path)
-        except UnsafePt2 as e:
-            raise CheckpointError(f"{path}: refused, it holds more than segtrain export writes and could run code "
-                                  f"when loaded: {e}. Export it again with segtrain export --format pt2.") from None
-    extra = {EXTRA_FILE: ""}
+
+@contextlib.contextmanager
+def _quiet_torch():
+    """No warnings and no log lines from torch while it loads a file: torch.export.load logs dozens of
+    lines for a file it cannot read, and the user's answer is the one line segtrain prints."""
+    before = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.jit's deprecation notice
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(before)
+
+
+def _torch_runner(path: Path, kind: str):
+    """A TorchScript or .pt2 file runs the graph stored in it, once model_file_check has read the
+    archive as data, and for TorchScript every loaded method's operators, before anything runs."""
+    import torch
+
+    try:
+        (check_pt2 if kind == "pt2" else check_torchscript)(path)
+    except UnsafeModelFile as e:
+        raise _refused(path, kind, e) from None
+    extra = {EXTRA_FILE: ""}
+    try:
+        with _quiet_torch():
             if kind == "torchscript":
                 module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
             else:
                 module = torch.export.load(str(path), extra_files=extra).module()
     except Exception as e:
         raise _unloadable(path, kind, e) from None
+    if kind == "torchscript":
+        try:
+            check_script_module(module)
+        except UnsafeModelFile as e:
+            raise _refused(path, kind, e) from None
 
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return module(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).numpy()
 
     return extra[EXTRA_FILE] or None, run
+
+
+def _metadata(raw: str, path: Path, kind: str) -> dict:
+    try:
+        meta = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        meta = f"not valid JSON ({(str(e).splitlines() or [type(e).__name__])[0][:120]})"
+    if not isinstance(meta, dict):
+        what = meta if isinstance(meta, str) else f"a JSON {type(meta).__name__}, not an object"
+        raise CheckpointError(f"{path}: its segtrain metadata is {what}. "
+                              f"Export it again with segtrain export --format {kind}.")
+    return meta
 
 
 def open_exported(path: Path, kind: str | None = None, spinning: bool = True):
@@ -142,7 +177,7 @@ def open_exported(path: Path, kind: str | None = None, spinning: bool = True):
     if raw is None:
         raise CheckpointError(f"{path}: a {kind} model without segtrain's metadata (class names, "
                               f"normalisation, input size). Export it with segtrain export --format {kind}.")
-    return json.loads(raw), run
+    return _metadata(raw, path, kind), run
 
 
 class ExportedPredictor:
