@@ -11,7 +11,7 @@ either kind runs whatever operators its graph names: aten::from_file(shared=True
 So before anything is loaded this module reads the archive as data, with torch's own zip reader
 (the bytes the loader will read), and refuses:
 - archives whose member names repeat, also ignoring case (torch's reader matches names that way),
-  compressed members that expand beyond MAX_READ or MAX_RATIO, members it reads over MAX_READ;
+  compressed members that expand beyond MAX_EXPANDED or MAX_RATIO, JSON members over MAX_JSON;
 - .pt2: members other than those torch.export.save writes; a JSON field at a place, or of a type,
   that no export of segtrain's registry holds (model_operators.json, see derive_operators.py);
   any guards_code; a node target outside the operators those exports emit; a shape expression
@@ -35,10 +35,13 @@ from functools import lru_cache
 from pathlib import Path
 
 OPERATORS_FILE = Path(__file__).with_name("model_operators.json")
-MAX_READ = 64 * 2**20  # bytes of one member the check reads; segtrain's exports of its registry stay far below
-# torch stores weights and .pt2 members uncompressed and deflates TorchScript's code about 5x; torch's
-# zip reader inflates a member into a buffer of the size its header states, so capping that size and
-# the ratio bounds what the check and the loader allocate.
+# Bytes of a JSON member the check parses (JSON expands into Python objects, up to ~20x): the largest
+# model.json of segtrain's registry exports is 1.3 MB (SegFormer).
+MAX_JSON = 16 * 2**20
+# torch stores weights and .pt2 members uncompressed (a member is then no larger than the file) and
+# deflates TorchScript's code about 5x; its zip reader inflates a member into a buffer of the size
+# the member's header states, so capping that size and the ratio bounds what check and loader allocate.
+MAX_EXPANDED = 64 * 2**20
 MAX_RATIO = 50
 
 PT2_MEMBERS = re.compile(r"models/model\.json|data/(weights|constants)/model_(weights|constants)_config\.json"
@@ -110,22 +113,22 @@ class Archive:
             raise UnsafeModelFile("torch's zip reader and Python's see different members")
         for info in infos:
             if info.compress_type != zipfile.ZIP_STORED and (
-                    info.file_size > MAX_READ or info.file_size > MAX_RATIO * max(info.compress_size, 1)):
+                    info.file_size > MAX_EXPANDED or info.file_size > MAX_RATIO * max(info.compress_size, 1)):
                 raise UnsafeModelFile(f"member {info.filename!r} expands from {info.compress_size:,} to "
-                                      f"{info.file_size:,} bytes, over the limit of {MAX_READ // 2**20} MiB and "
+                                      f"{info.file_size:,} bytes, over the limit of {MAX_EXPANDED // 2**20} MiB and "
                                       f"{MAX_RATIO}x for a compressed member (torch compresses only code, ~5x)")
             if not members.fullmatch(info.filename[len(prefix):]):
                 raise UnsafeModelFile(f"member {info.filename!r} is not part of what segtrain export writes")
         self.records = records
 
     def read(self, record: str) -> bytes:
-        size = self.reader.get_record_size(record)
-        if size > MAX_READ:
-            raise UnsafeModelFile(f"member {record!r} is {size / 2**20:.0f} MiB, over the {MAX_READ // 2**20} MiB "
-                                  "limit for what the check reads (segtrain's own exports stay far below)")
         return self.reader.get_record(record)
 
     def json(self, record: str):
+        size = self.reader.get_record_size(record)
+        if size > MAX_JSON:
+            raise UnsafeModelFile(f"{record} is {size / 2**20:.0f} MiB, over the {MAX_JSON // 2**20} MiB limit for "
+                                  "a JSON member (segtrain's own exports stay under 2 MiB)")
         try:
             return json.loads(self.read(record))
         except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
