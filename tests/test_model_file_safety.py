@@ -299,7 +299,7 @@ MALFORMED = {
     "model.json not JSON": (PT2, _replace("/models/model.json", b'{"graph_module": '), "not valid JSON"),
     "model.json a list": (PT2, _replace("/models/model.json", b"[]"), "holds models/model.json as list"),
     "weights config a list": (PT2, _replace("/model_weights_config.json", b"[1]"), "as list"),
-    "model.json a deflated bomb": (PT2, _deflate_member("/models/model.json", 2 * MAX_EXPANDED), "over the limit"),
+    "model.json a deflated bomb": (PT2, _deflate_member("/models/model.json", 2 * MAX_EXPANDED), "over the limits for a compressed member"),
     "segtrain.json not JSON, pt2": (PT2, _replace("/extra/segtrain.json", b"{"), "not valid JSON"),
     "segtrain.json nested, torchscript": (SCRIPT, _replace("/extra/segtrain.json", b"[" * 100_000), "not valid JSON"),
     "segtrain.json a list, torchscript": (SCRIPT, _replace("/extra/segtrain.json", b"[1, 2]"), "a JSON list"),

@@ -1,6 +1,7 @@
 """Writes model_operators.json: what segtrain's own TorchScript and .pt2 exports hold, for every
-model of the registry (each with its default encoder), raw-input and normalised, fp32. The INT8
-path is ONNX only. model_file_check refuses any file holding more.
+model of the registry (each with its default encoder) and U-Net with one encoder of each other smp
+family, raw-input and normalised, fp32. The INT8 path is ONNX only. model_file_check refuses any
+file holding more.
 
 Run it after changing the registry, the exporter or torch (takes some minutes on 2 cores):
 
@@ -24,9 +25,13 @@ from segtrain.use.model_file_check import (OPERATORS_FILE, PT2_MEMBERS, Archive,
                                            script_operators)
 
 SPEC_KEYS = ("in_spec", "out_spec")
+# One encoder of each smp family the defaults (resnet34, mit_b0) leave out: families differ in their
+# operators (Swish, concatenated dense blocks, ...), the members of one family in depth and width.
+ENCODER_FAMILIES = ("resnext50_32x4d", "dpn68", "vgg11_bn", "se_resnet50", "densenet121", "inceptionv4",
+                    "inceptionresnetv2", "efficientnet-b0", "mobilenet_v2", "xception", "mobileone_s0")
 
 
-def fresh_model(name: str, size: int):
+def fresh_model(name: str, size: int, encoder: str | None = None):
     """An untrained registry model as export sees it (a TrainedModel), at image size `size`."""
     from segtrain.config.load import resolve
     from segtrain.data.classes import voc_colormap
@@ -35,7 +40,8 @@ def fresh_model(name: str, size: int):
     from segtrain.use.trained import TrainedModel
 
     torch.manual_seed(0)
-    config = resolve({"model": name, "image_size": size, "batch_size": 2, "pretrained_backbone": False})
+    config = resolve({"model": name, "image_size": size, "batch_size": 2, "pretrained_backbone": False,
+                      **({"encoder": encoder} if encoder else {})})
     model = build_model(name, 2, encoder=config["encoder"]).eval()
     return TrainedModel(model, name, ["sky", "cloud"], voc_colormap(2), {"mean": list(MEAN), "std": list(STD)},
                         config, torch.device("cpu"), Path(name))
@@ -47,16 +53,16 @@ def export_size(name: str) -> int:
     return max(64, MIN_SIZE.get(name, 0))
 
 
-def write_exports(name: str, folder: Path) -> list[Path]:
+def write_exports(name: str, folder: Path, encoder: str | None = None) -> list[Path]:
     """The TorchScript and .pt2 files segtrain's exporter writes for `name`, raw and normalised."""
     from segtrain.use.export import WRITERS, exported_module
 
     size = export_size(name)
-    trained = fresh_model(name, size)
+    trained = fresh_model(name, size, encoder)
     paths = []
     for fmt, suffix in (("torchscript", ".pt"), ("pt2", ".pt2")):
         for raw_input in (False, True):
-            path = folder / f"{name}-{'raw' if raw_input else 'normalized'}{suffix}"
+            path = folder / f"{name}{'-' + encoder if encoder else ''}-{'raw' if raw_input else 'normalized'}{suffix}"
             module, example = exported_module(trained, [size, size], raw_input)
             WRITERS[fmt](module, example, path, trained.metadata(raw_input), log=lambda *a: None)
             paths.append(path)
@@ -85,18 +91,19 @@ def main() -> int:
     from segtrain.models.registry import MODEL_NAMES
 
     totals: dict[str, set] = {}
+    models = [(name, None) for name in MODEL_NAMES] + [("unet", encoder) for encoder in ENCODER_FAMILIES]
     with tempfile.TemporaryDirectory() as folder:
         files = []
-        for name in MODEL_NAMES:
-            print(f"exporting {name}", flush=True)
-            files += write_exports(name, Path(folder))
+        for name, encoder in models:
+            print(f"exporting {name} {encoder or ''}", flush=True)
+            files += write_exports(name, Path(folder), encoder)
         for path in files:
             for key, values in file_contents(path).items():
                 totals.setdefault(key, set()).update(values)
         OPERATORS_FILE.write_text(json.dumps({
             "written_by": "python -m segtrain.use.derive_operators",
             "torch": torch.__version__,
-            "models": {name: export_size(name) for name in MODEL_NAMES},
+            "models": {f"{name} {encoder or 'default encoder'}": export_size(name) for name, encoder in models},
             **{key: sorted(values) for key, values in sorted(totals.items())},
         }, indent=1) + "\n")
         allowed.cache_clear()

@@ -91,7 +91,7 @@ def _first_line(error: Exception) -> str:
 
 class Archive:
     """A torch zip archive read through torch's own reader, refused unless Python's zipfile sees the
-    same members, each name once (ignoring case), each stored uncompressed."""
+    same members, each name once (ignoring case), each in the exporter's layout, none a bomb."""
 
     def __init__(self, path: Path, members: re.Pattern):
         import torch
@@ -115,8 +115,9 @@ class Archive:
             if info.compress_type != zipfile.ZIP_STORED and (
                     info.file_size > MAX_EXPANDED or info.file_size > MAX_RATIO * max(info.compress_size, 1)):
                 raise UnsafeModelFile(f"member {info.filename!r} expands from {info.compress_size:,} to "
-                                      f"{info.file_size:,} bytes, over the limit of {MAX_EXPANDED // 2**20} MiB and "
-                                      f"{MAX_RATIO}x for a compressed member (torch compresses only code, ~5x)")
+                                      f"{info.file_size:,} bytes, over the limits for a compressed member "
+                                      f"({MAX_EXPANDED // 2**20} MiB, {MAX_RATIO}x; torch compresses only "
+                                      "TorchScript code, about 5x)")
             if not members.fullmatch(info.filename[len(prefix):]):
                 raise UnsafeModelFile(f"member {info.filename!r} is not part of what segtrain export writes")
         self.records = records
@@ -226,7 +227,7 @@ def check_torchscript(path: Path) -> None:
     for record in archive.records:
         if record.startswith("code/") and record.endswith(".py") and b"__setstate__" in archive.read(record):
             raise UnsafeModelFile(f"{record} defines __setstate__, which torch.jit.load runs; segtrain export writes none")
-        if record.endswith(".pkl") and not record.startswith("code/"):
+        if record.endswith("pkl"):  # data.pkl, constants.pkl, ..., and the code's .debug_pkl
             for op, arg in _pickle_ops(archive.read(record), record):
                 if op.name == "GLOBAL" and (not SCRIPT_GLOBALS.fullmatch(arg) or ".classes." in arg):
                     raise UnsafeModelFile(f"{record} names {arg[:80]!r}, which segtrain export never pickles")
