@@ -1,6 +1,6 @@
 """Writes model_operators.json: what segtrain's own TorchScript and .pt2 exports hold, for every
-model of the registry (each with its default encoder) and U-Net with one encoder of each other smp
-family, raw-input and normalised, fp32. The INT8 path is ONNX only. model_file_check refuses any
+model of the registry (each with its default encoder), U-Net with one encoder of each other smp
+family and every smp architecture with mobilenet_v2 (see combinations()), raw-input and normalised, fp32. The INT8 path is ONNX only. model_file_check refuses any
 file holding more.
 
 Run it after changing the registry, the exporter or torch (takes some minutes on 2 cores):
@@ -53,16 +53,17 @@ def export_size(name: str) -> int:
     return max(64, MIN_SIZE.get(name, 0))
 
 
-def write_exports(name: str, folder: Path, encoder: str | None = None) -> list[Path]:
+def write_exports(name: str, folder: Path, encoder: str | None = None, size: int | None = None) -> list[Path]:
     """The TorchScript and .pt2 files segtrain's exporter writes for `name`, raw and normalised."""
     from segtrain.use.export import WRITERS, exported_module
 
-    size = export_size(name)
+    size = size or export_size(name)
     trained = fresh_model(name, size, encoder)
     paths = []
     for fmt, suffix in (("torchscript", ".pt"), ("pt2", ".pt2")):
         for raw_input in (False, True):
-            path = folder / f"{name}{'-' + encoder if encoder else ''}-{'raw' if raw_input else 'normalized'}{suffix}"
+            stem = f"{name}{'-' + encoder if encoder else ''}{'' if size == export_size(name) else f'-{size}'}"
+            path = folder / f"{stem}-{'raw' if raw_input else 'normalized'}{suffix}"
             module, example = exported_module(trained, [size, size], raw_input)
             WRITERS[fmt](module, example, path, trained.metadata(raw_input), log=lambda *a: None)
             paths.append(path)
@@ -87,23 +88,35 @@ def file_contents(path: Path) -> dict[str, set]:
     return found
 
 
-def main() -> int:
+def combinations() -> list[tuple[str, str | None, int]]:
+    """(model, encoder or None for its default, image size) whose exports the list is derived from:
+    every registry model; U-Net with each encoder family; every smp architecture with mobilenet_v2
+    (the light edge encoder: a decoder's operators can depend on its encoder); PAN also below its
+    128 px minimum, where the model pads its input (aten::rsub)."""
     from segtrain.models.registry import MODEL_NAMES
+    from segtrain.models.smp_models import ARCHITECTURES, MIN_SIZE
 
+    pairs = [(name, None) for name in MODEL_NAMES] + [("unet", encoder) for encoder in ENCODER_FAMILIES]
+    pairs += [(arch, "mobilenet_v2") for arch in ARCHITECTURES if (arch, "mobilenet_v2") not in pairs]
+    padded = [(name, encoder, 32) for name, encoder in pairs if name in MIN_SIZE and encoder in (None, "mobilenet_v2")]
+    return [(name, encoder, export_size(name)) for name, encoder in pairs] + padded
+
+
+def main() -> int:
     totals: dict[str, set] = {}
-    models = [(name, None) for name in MODEL_NAMES] + [("unet", encoder) for encoder in ENCODER_FAMILIES]
+    models = combinations()
     with tempfile.TemporaryDirectory() as folder:
         files = []
-        for name, encoder in models:
-            print(f"exporting {name} {encoder or ''}", flush=True)
-            files += write_exports(name, Path(folder), encoder)
+        for name, encoder, size in models:
+            print(f"exporting {name} {encoder or ''} at {size} px", flush=True)
+            files += write_exports(name, Path(folder), encoder, size)
         for path in files:
             for key, values in file_contents(path).items():
                 totals.setdefault(key, set()).update(values)
         OPERATORS_FILE.write_text(json.dumps({
             "written_by": "python -m segtrain.use.derive_operators",
             "torch": torch.__version__,
-            "models": {f"{name} {encoder or 'default encoder'}": export_size(name) for name, encoder in models},
+            "models": [f"{name} {encoder or 'default encoder'} {size} px" for name, encoder, size in models],
             **{key: sorted(values) for key, values in sorted(totals.items())},
         }, indent=1) + "\n")
         allowed.cache_clear()
