@@ -420,18 +420,18 @@ def test_hostile_pt2_is_refused_in_one_line_and_runs_nothing(pt2_export, folder,
 
 
 def test_a_pt2_graph_that_names_a_python_function_is_refused(pt2_export, tmp_path):
-    from segtrain.use.pt2_check import UnsafePt2, check_pt2
+    from segtrain.use.model_file_check import UnsafeModelFile, check_pt2
     check_pt2(pt2_export)  # segtrain's own export passes
     path = _rewrite_zip(pt2_export, tmp_path / "m.pt2", lambda name, data: data.replace(
         b'"torch.ops.aten.conv2d.default"', b'"torch.os.system"', 1) if name.endswith("/models/model.json") else data)
-    with pytest.raises(UnsafePt2, match="calls 'torch.os.system', which is no ATen operator"):
+    with pytest.raises(UnsafeModelFile, match="calls 'torch.os.system', an operator segtrain's exports never emit"):
         check_pt2(path)
 
 
 @pytest.mark.parametrize("prefix", PREFIXES, ids=[f.__name__ for f in PREFIXES])
-def test_hostile_torchscript_pickle_is_refused_by_its_own_unpickler(pt2_export, folder, tmp_path, capsys, prefix):
-    """TorchScript's unpickler knows only its own types: a payload before the archive's data.pkl
-    runs nothing, and predict answers in one line."""
+def test_hostile_torchscript_pickle_is_refused_before_its_own_unpickler(pt2_export, folder, tmp_path, capsys, prefix):
+    """A payload before the archive's data.pkl names globals TorchScript never pickles: refused
+    before torch.jit.load (whose own unpickler knows only its types), in one line."""
     from segtrain.use.export import export
 
     marker = tmp_path / MARKER
@@ -441,5 +441,5 @@ def test_hostile_torchscript_pickle_is_refused_by_its_own_unpickler(pt2_export, 
     capsys.readouterr()
     assert main(_commands(folder, path, tmp_path)["predict"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"error: {path}: cannot load this torchscript file")
+    assert err.count("\n") == 1 and err.startswith(f"error: {path}: refused, it holds more than segtrain export")
     assert not marker.exists()

@@ -146,6 +146,19 @@ def _pt2(module: nn.Module, example: torch.Tensor, path: Path, metadata: dict, l
     return dynamic
 
 
+WRITERS = {"onnx": _onnx, "torchscript": _torchscript, "pt2": _pt2}
+
+
+def exported_module(trained: TrainedModel, size: list[int], raw_input: bool) -> tuple[nn.Module, torch.Tensor]:
+    """The module an export writes (logits out, preprocessing inside with raw_input) and its example batch."""
+    if raw_input:
+        module = RawInput(trained.model, trained.image_size, **trained.normalization).eval()
+    else:
+        module = LogitsOnly(trained.model).eval()
+    # batch 2: torch.export would fix a batch dimension of 1
+    return module, (torch.randint(0, 256, (2, 3, *size)).float() if raw_input else torch.randn(2, 3, *size))
+
+
 def verification_inputs(trained: TrainedModel, size: list[int], dynamic: bool, verify_on: Path | None,
                         raw_input: bool):
     """(what, batch) pairs: random noise, real images (VERIFY_IMAGES from verify_on, else the
@@ -268,9 +281,7 @@ def export(checkpoint: Path, fmt: str, out: Path, size: list[int] | None = None,
     if min(size) < 32:
         raise ExportError(f"--size {size[0]} {size[1]}: height and width must be at least 32.")
     eager = LogitsOnly(trained.model).eval()
-    module = RawInput(trained.model, trained.image_size, **trained.normalization).eval() if raw_input else eager
-    # batch 2: torch.export would fix a batch dimension of 1
-    example = (torch.randint(0, 256, (2, 3, *size)).float() if raw_input else torch.randn(2, 3, *size))
+    module, example = exported_module(trained, size, raw_input)
     if out.suffix.lower() != SUFFIXES[fmt]:
         log(f"note: {out.name}: predict and evaluate recognise {fmt} files by the suffix {SUFFIXES[fmt]}.")
     try:  # a folder beside the output: the writers may add files (ONNX external data), renamed once verified
@@ -280,7 +291,7 @@ def export(checkpoint: Path, fmt: str, out: Path, size: list[int] | None = None,
         raise cannot_write(out, e) from None
     try:
         tmp = work / f"model{SUFFIXES[fmt]}"
-        write = {"onnx": _onnx, "torchscript": _torchscript, "pt2": _pt2}[fmt]
+        write = WRITERS[fmt]
         dynamic = write(module, example, tmp, trained.metadata(raw_input), log)
         inputs = verification_inputs(trained, size, dynamic, verify_on, raw_input)
         pipeline = (lambda batch: pipeline_logits(eager, batch, trained)) if raw_input else None

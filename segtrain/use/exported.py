@@ -15,6 +15,8 @@ ONNX files run on onnxruntime alone: PyTorch is imported only for TorchScript an
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import warnings
 import zipfile
 from pathlib import Path
@@ -27,7 +29,7 @@ from segtrain.evaluation.resize import class_mask, resize_logits
 from segtrain.evaluation.tiling import sliding_window
 from segtrain.evaluation.tta import with_flips
 from segtrain.use.model_facts import exported_facts
-from segtrain.use.pt2_check import UnsafePt2, check_pt2
+from segtrain.use.model_file_check import UnsafeModelFile, check_pt2, check_script_module, check_torchscript
 
 METADATA_KEY = "segtrain"  # the ONNX metadata_props entry (and TorchScript/.pt2 extra file stem) holding JSON
 EXTRA_FILE = f"{METADATA_KEY}.json"
@@ -84,27 +86,48 @@ def _onnx_runner(path: Path, spinning: bool = True):
         lambda batch: session.run(None, {name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
 
-def _torch_runner(path: Path, kind: str):
-    """A TorchScript or .pt2 file runs the graph stored in it. TorchScript's own unpickler knows only
-    its types; torch.export.load can run code from a .pt2 file, so pt2_check reads it as data first."""
-    import torch
+def _refused(path: Path, kind: str, error: UnsafeModelFile) -> CheckpointError:
+    return CheckpointError(f"{path}: refused, it holds more than segtrain export writes and could run code when "
+                           f"loaded: {error}. Export it again with segtrain export --format {kind}.")
 
-    if kind == "pt2":
-        try:
-            check_pt2(path)
-        except UnsafePt2 as e:
-            raise CheckpointError(f"{path}: refused, it holds more than segtrain export writes and could run code "
-                                  f"when loaded: {e}. Export it again with segtrain export --format pt2.") from None
-    extra = {EXTRA_FILE: ""}
+
+@contextlib.contextmanager
+def _quiet_torch():
+    """No warnings and no log lines from torch while it loads a file: torch.export.load logs dozens of
+    lines for a file it cannot read, and the user's answer is the one line segtrain prints."""
+    before = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.jit's deprecation notice
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(before)
+
+
+def _torch_runner(path: Path, kind: str):
+    """A TorchScript or .pt2 file runs the graph stored in it, once model_file_check has read the
+    archive as data, and for TorchScript every loaded method's operators, before anything runs."""
+    import torch
+
+    try:
+        (check_pt2 if kind == "pt2" else check_torchscript)(path)
+    except UnsafeModelFile as e:
+        raise _refused(path, kind, e) from None
+    extra = {EXTRA_FILE: ""}
+    try:
+        with _quiet_torch():
             if kind == "torchscript":
                 module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
             else:
                 module = torch.export.load(str(path), extra_files=extra).module()
     except Exception as e:
         raise _unloadable(path, kind, e) from None
+    if kind == "torchscript":
+        try:
+            check_script_module(module)
+        except UnsafeModelFile as e:
+            raise _refused(path, kind, e) from None
 
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
