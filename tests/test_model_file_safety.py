@@ -229,7 +229,7 @@ def _one_line_refusal(made, tmp_path, capfd, path, command="predict", real=False
         code = main(list(map(str, args)))
         out, err = capfd.readouterr()
     assert code == 1 and out == "", out + err
-    assert err.count("\n") == 1 and err.startswith(f"error: {path}: "), err
+    assert err.count("\n") == 1 and err.startswith(f"error: {path}"), err  # names the file first
     assert not (tmp_path / "out").exists()
     return err
 
@@ -300,9 +300,12 @@ MALFORMED = {
     "model.json a list": (PT2, _replace("/models/model.json", b"[]"), "holds models/model.json as list"),
     "weights config a list": (PT2, _replace("/model_weights_config.json", b"[1]"), "as list"),
     "model.json a deflated bomb": (PT2, _deflate_member("/models/model.json", 2 * MAX_EXPANDED), "over the limits for a compressed member"),
+    # the metadata is read by use/model_facts.py through config/user_json.py, as config.list is
     "segtrain.json not JSON, pt2": (PT2, _replace("/extra/segtrain.json", b"{"), "not valid JSON"),
-    "segtrain.json nested, torchscript": (SCRIPT, _replace("/extra/segtrain.json", b"[" * 100_000), "not valid JSON"),
-    "segtrain.json a list, torchscript": (SCRIPT, _replace("/extra/segtrain.json", b"[1, 2]"), "a JSON list"),
+    "segtrain.json nested, torchscript": (SCRIPT, _replace("/extra/segtrain.json", b"[" * 100_000),
+                                          "nested more than 20 levels"),
+    "segtrain.json a list, torchscript": (SCRIPT, _replace("/extra/segtrain.json", b"[1, 2]"),
+                                          "must be a JSON object, got list"),
     "a weight cut short (passes the check, torch cannot load it)": (PT2, _truncated_weight, "cannot load this pt2 file"),
 }
 

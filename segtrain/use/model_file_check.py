@@ -217,8 +217,6 @@ def check_pt2(path: Path) -> None:
                     torch.load(io.BytesIO(archive.read(record)), weights_only=True)
             except Exception as e:
                 raise UnsafeModelFile(f"{record} is a pickle that holds more than tensors ({_first_line(e)})") from None
-    if "extra/segtrain.json" in archive.records:
-        archive.json("extra/segtrain.json")
 
 
 def check_torchscript(path: Path) -> None:
@@ -233,8 +231,6 @@ def check_torchscript(path: Path) -> None:
                     raise UnsafeModelFile(f"{record} names {arg[:80]!r}, which segtrain export never pickles")
                 if op.name in ("STACK_GLOBAL", "INST", "OBJ"):
                     raise UnsafeModelFile(f"{record} uses the pickle opcode {op.name}, which TorchScript never writes")
-    if "extra/segtrain.json" in archive.records:
-        archive.json("extra/segtrain.json")
 
 
 def _pickle_ops(data: bytes, record: str) -> list:
