@@ -8,7 +8,6 @@ payload would create never appears."""
 from __future__ import annotations
 
 import copy
-import io
 import json
 import re
 import warnings
