@@ -96,6 +96,7 @@ def test_init_names_a_lens_border_void_and_the_folder_trains(tmp_path, capsys):
     assert main(["init", str(root)]) == 0
     said = capsys.readouterr().out
     assert "mask value 0 fills the same" in said and 'its class is named "void"' in said
+    assert "0 -> void, 100 -> class1, 255 -> class2" in said  # the encoding line names the classes written
     assert (root / "class_names.list").read_text().split() == ["void", "class1", "class2"]
     assert json.loads((root / "config.list").read_text())["void_class"] == "void"
 

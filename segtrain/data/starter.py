@@ -142,8 +142,9 @@ def plan(root: Path, class_names: list[str] | None = None, fallback: dict | None
         config.update(void.settings)
         if "ignore_index" in void.settings:  # the value that no class explained
             decoder, unexplained = detect_decoder(labels, class_names, colors, void.settings["ignore_index"]), None
-        if void.rename:
+        if void.rename:  # the decoder again, so that what init prints names the classes it writes
             class_names = [void.rename.get(k, name) for k, name in enumerate(class_names)]
+            decoder = detect_decoder(labels, class_names, colors, config.get("ignore_index"))
             classes.names = class_names
             classes.meaning = [meaning.replace(f"class{k} =", f"{name} =", 1)
                                for k, (meaning, name) in enumerate(zip(classes.meaning, class_names))]
