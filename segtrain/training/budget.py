@@ -183,6 +183,7 @@ class TimeBudget:
         # The report is drawn once more at the end: about what a validation's saving and drawing cost.
         step, validation, audit, report, spent = self._measured()
         cfg, plan, now = self.cfg, self.cfg[PLAN_KEY], self.run.progress.iteration
+        audited_before = plan.get("audit")
         plan["audit"] = audit <= AUDIT_SHARE * self.seconds
         reserve = report + (audit if plan["audit"] else 0.0)
         first = "planned_at" not in plan
@@ -224,3 +225,7 @@ class TimeBudget:
                          + (f"; this plan replaces max_iteration {replaced} of the config" if replaced else ""))
         elif low != old:
             self.run.log(f"time_budget: {low} iterations instead of {old} at the {1 / step:.3g} it/s measured so far")
+        if not first and plan["audit"] != audited_before:  # the first plan's line said otherwise
+            self.run.log(f"time_budget: the audit of the labels at the end (~{audit:.2g} s) "
+                         + ("now fits in the budget: it runs" if plan["audit"] else
+                            "no longer fits in the budget: run segtrain audit afterwards"))
