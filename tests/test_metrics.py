@@ -77,7 +77,7 @@ def test_training_row_scores_are_the_hand_computed_values_and_agree_with_the_ori
 
 
 def test_class_map_equals_argmax_including_ties():
-    from segtrain.evaluation.inference import class_map
+    from segtrain.evaluation.argmax import class_map
 
     logits = torch.randn(2, 3, 5, 7)
     logits[0, :, 0, 0] = 1.0  # a three-way tie: the first class wins, as with argmax

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from segtrain.data.labels import IGNORE
-from segtrain.evaluation.inference import class_map
+from segtrain.evaluation.argmax import class_map
 from segtrain.evaluation.metrics import confusion_matrix, scores
 
 

@@ -57,7 +57,7 @@ def class_mask(logits, size: tuple[int, int]) -> np.ndarray:
         def indices(strip):
             return strip.argmax(0)
     else:
-        from segtrain.evaluation.inference import class_map
+        from segtrain.evaluation.argmax import class_map
 
         def indices(strip):
             return class_map(strip, 0).cpu().numpy()

@@ -19,7 +19,8 @@ from segtrain.data.folder import SegmentationDataset, collate_eval
 from segtrain.data.labels import IGNORE
 from segtrain.data.sampling import ShardedBatches
 from segtrain.data.transforms import eval_transform
-from segtrain.evaluation.inference import class_map, native_logits
+from segtrain.evaluation.argmax import class_map
+from segtrain.evaluation.inference import native_logits
 from segtrain.evaluation.metrics import confusion_matrix, scores
 from segtrain.runtime import distributed, interrupt
 from segtrain.runtime.workers import batches_of

@@ -17,14 +17,25 @@ from segtrain.errors import OutputError
 TEMP_SUFFIX = ".tmp"
 
 
-def _read_umask() -> int:
-    mask = os.umask(0o022)  # the only way to read it is to set it: done once, at import, before any thread
+def _umask() -> int:
+    """The process's umask now: Linux shows it in /proc/self/status; elsewhere the only way to read
+    it is to set it (and set it back), which a thread creating a file meanwhile could see."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
-# mkstemp creates its file readable by the owner only; the output gets the mode any other new file would.
-FILE_MODE = 0o666 & ~_read_umask()
+def file_mode() -> int:
+    """mkstemp creates its file readable by the owner only; an output gets the mode any other new
+    file would get now (read at each write, not at import: a caller may set its umask after that)."""
+    return 0o666 & ~_umask()
 
 
 def _underlying(error: BaseException) -> BaseException:
@@ -47,7 +58,7 @@ def atomic_path(path: Path, durable: bool = True):
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-        os.fchmod(fd, FILE_MODE)
+        os.fchmod(fd, file_mode())
         os.close(fd)
     except OSError as e:
         raise OutputError.from_os(path, e) from None

@@ -11,7 +11,8 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from segtrain.errors import SegtrainError
-from segtrain.evaluation.inference import autocast, class_map
+from segtrain.evaluation.argmax import class_map
+from segtrain.evaluation.inference import autocast
 from segtrain.evaluation.metrics import confusion_matrix
 from segtrain.outputs.checkpoints import cpu_state
 from segtrain.runtime import distributed
