@@ -61,8 +61,14 @@ def _copy(src: Path, dst: Path, change=lambda name, data: data, first=()) -> Pat
     return dst
 
 
-def _member(path: Path, ending: str) -> str:
-    return next(n for n in zipfile.ZipFile(path).namelist() if n.endswith(ending))
+# The exporter's wrapper classes' code. A process that scripted them before (other tests, a notebook
+# exporting twice) has TorchScript mangle the name: code/__torch__/segtrain/use/export/___torch_mangle_N.py.
+EXPORT_CODE = re.compile(r".*/code/__torch__/segtrain/use/export(/___torch_mangle_[0-9]+)?\.py")
+SEGTRAIN_JSON = re.compile(r".*/extra/segtrain\.json")
+
+
+def _member(path: Path, pattern: re.Pattern = EXPORT_CODE) -> str:
+    return next(n for n in zipfile.ZipFile(path).namelist() if pattern.fullmatch(n))
 
 
 def _edit_program(src, dst, edit) -> Path:
@@ -118,13 +124,13 @@ def _forward_calls_from_file(code: bytes, marker) -> bytes:
 
 def script_from_file(src, dst, marker):
     return _copy(src, dst, lambda name, data: _forward_calls_from_file(data, marker)
-                 if name.endswith("/code/__torch__/segtrain/use/export.py") else data)
+                 if EXPORT_CODE.fullmatch(name) else data)
 
 
 def script_duplicate_code(src, dst, marker):
     """The real code and an edited copy under one name, in the order that makes torch's reader
     (a binary search over the sorted names) find the edited one."""
-    name = _member(src, "/code/__torch__/segtrain/use/export.py")
+    name = _member(src)
     real = zipfile.ZipFile(src).read(name)
     edited = _forward_calls_from_file(real, marker)
     _copy(src, dst, first=[(name, edited)])
@@ -137,7 +143,7 @@ def script_as_strided(src, dst, marker):
     """A view of the input's storage at strides the file chooses: memory-unsafe, never exported."""
     return _copy(src, dst, lambda name, data: re.sub(
         rb"    return (.+)\n", rb"    return torch.as_strided(\1, [1, 2, 8, 8], [1, 1, 1, 1])\n", data, count=1)
-        if name.endswith("/code/__torch__/segtrain/use/export.py") else data)
+        if EXPORT_CODE.fullmatch(name) else data)
 
 
 class WithSetstate(torch.nn.Module):
@@ -163,7 +169,7 @@ class WithSetstate(torch.nn.Module):
 
 
 def script_setstate(src, dst, marker):
-    extra = {"segtrain.json": zipfile.ZipFile(src).read(_member(src, "/extra/segtrain.json"))}
+    extra = {"segtrain.json": zipfile.ZipFile(src).read(_member(src, SEGTRAIN_JSON))}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.jit.save(torch.jit.script(WithSetstate(str(marker))), str(dst), _extra_files=extra)
@@ -344,7 +350,7 @@ def _onnx_with_external_weight(made, folder: Path, location: str) -> Path:
                               [weight])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     helper.set_model_props(model, {"segtrain": zipfile.ZipFile(made / PT2).read(
-        _member(made / PT2, "/extra/segtrain.json")).decode()})
+        _member(made / PT2, SEGTRAIN_JSON)).decode()})
     onnx.save(model, str(folder / "models" / "m.onnx"))
     return folder / "models" / "m.onnx"
 
