@@ -9,7 +9,7 @@
 
 The app runs in a venv with only the plugin's requirements.txt (made here, or --node-python).
 
-    .venv/bin/python bench/plugin_app.py --checkpoint /tmp/swim/MODEL-lraspp_mobilenet_v3_large/model_best.pth.tar
+    .venv/bin/python bench/plugin_app.py --checkpoint ROOT/MODEL-lraspp_mobilenet_v3_large/model_best.pth.tar
 """
 
 from __future__ import annotations
