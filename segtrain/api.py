@@ -59,7 +59,7 @@ class Run:
 
     @classmethod
     def read(cls, folder: PathLike) -> Run:
-        from segtrain.outputs.checkpoints import BEST_NAME, CHECKPOINT_NAME  # loads torch, as any use of the run does
+        from segtrain.outputs.run_folder import BEST_NAME, CHECKPOINT_NAME
 
         folder = Path(folder).absolute()  # still right after a notebook changes its directory
         history = tuple(read_rows(folder / "log.csv"))

@@ -25,7 +25,6 @@ from torch import nn
 
 from segtrain.version import __version__
 from segtrain.outputs.atomic import atomic_open
-from segtrain.outputs.run_folder import BEST_NAME, CHECKPOINT_NAME  # noqa: F401  (also imported from here)
 from segtrain.errors import CheckpointError
 
 # The version of the payload below (the files' names are the run folder's, outputs/run_folder.py).

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from segtrain.config.recipe import FIT_KEY, RECIPE_MODELS
-from segtrain.outputs.checkpoints import CHECKPOINT_NAME, read_checkpoint
+from segtrain.outputs.checkpoints import read_checkpoint
+from segtrain.outputs.run_folder import CHECKPOINT_NAME
 from segtrain.errors import CheckpointError
 
 
