@@ -1,4 +1,5 @@
-"""`segtrain check`: every check training makes, plus a full decode of every file, and a report.
+"""The dataset report of `segtrain check` (api.check): every check training makes, plus a full
+decode of every file.
 
 Training reads file headers and a sample of masks before it starts; the check decodes every
 image and mask, so a truncated image or a stray label value anywhere is found now rather than
