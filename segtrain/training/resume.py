@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segtrain.config.recipe import FIT_KEY, RECIPE_MODELS
+from segtrain.config.recipe import FIT_KEY
+from segtrain.models.registry import recipe_choices
 from segtrain.outputs.checkpoints import read_checkpoint
 from segtrain.outputs.run_folder import CHECKPOINT_NAME
 from segtrain.errors import CheckpointError
@@ -73,7 +74,7 @@ def checkpoint_to_resume(root: Path, cfg: dict, given: str, log=print) -> Path:
     folder = root / f"MODEL-{cfg['output_dir']}"
     if "output_dir" in cfg.get(FIT_KEY, ()):
         # Named after the model the recipe chose when the run began, which resume is to restore.
-        named = [root / f"MODEL-{model}" for model in RECIPE_MODELS]
+        named = [root / f"MODEL-{model}" for model in recipe_choices()]
         started = [candidate for candidate in named if (candidate / CHECKPOINT_NAME).is_file()]
         folder = max(started, key=lambda candidate: (candidate / CHECKPOINT_NAME).stat().st_mtime, default=folder)
     path = folder / CHECKPOINT_NAME
