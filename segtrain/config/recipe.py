@@ -58,7 +58,8 @@ THIN_CLASS_SHARE = 0.05
 THIN_WIDTH = 4.0
 THIN_MAX_GROWTH = 2.0
 THIN_MODEL = ("unet", "resnet18")
-# DEFAULT_MODEL and THIN_MODEL are the models' registry entries with recipe_choice (models/registry.py).
+# DEFAULT_MODEL and THIN_MODEL[0] are marked recipe_choice in models/registry.py, where resume learns
+# which run folders to look for (tests/test_registry.py keeps the two in step).
 # A class of small objects (at least SMALL_CLASS_SHARE of the pixels: CamVid's poles, signs and
 # pedestrians hold 0.7-1.1%) under SMALL_WIDTH pixels wide at the CPU's input keeps LR-ASPP, but a
 # run with a time budget of at least LONG_BUDGET_S seconds gets a larger input, the side grown until

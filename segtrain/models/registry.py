@@ -26,6 +26,8 @@ SMP = "smp"  # a segmentation_models_pytorch architecture, built with an encoder
 
 @dataclass(frozen=True)
 class ModelEntry:
+    """One model and what the rest of segtrain needs to know about it."""
+
     name: str
     family: str  # TORCHVISION or SMP
     network: Network | None = None  # TORCHVISION: its builder; smp builds its architectures by name
