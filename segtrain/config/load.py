@@ -232,7 +232,7 @@ def with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
 def resolve(raw: dict[str, Any], source: str = "config.list", name_max: int = NAME_MAX) -> dict[str, Any]:
     """Check every key and fill every default; the result holds only JSON-able built-ins."""
     from segtrain.models.losses import check_loss_keys
-    from segtrain.models.registry import MODEL_NAMES  # the registry owns the list of names
+    from segtrain.models.registry import MODELS  # the registry owns the list of names
     from segtrain.training.budget import resolve_budget
 
     _check_known(raw, source)
@@ -247,7 +247,7 @@ def resolve(raw: dict[str, Any], source: str = "config.list", name_max: int = NA
         cfg[FIT_KEY] = open_keys(raw)
 
     _check_device(cfg["device"], source)
-    cfg["model"] = _model_name(cfg, source, MODEL_NAMES)
+    cfg["model"] = _model_name(cfg, source, list(MODELS))
     cfg["encoder"] = _encoder(cfg, source)
     check_loss_keys(cfg, source)
     if cfg["output_dir"] in (None, ""):
@@ -399,16 +399,17 @@ def _name_max(root: Path) -> int:
 
 def _encoder(cfg, source) -> str | None:
     from segtrain.models import smp_models
+    from segtrain.models.registry import MODELS, SMP, names
 
-    if cfg["model"] not in smp_models.ARCHITECTURES:
+    entry = MODELS[cfg["model"]]
+    if not entry.takes_encoder:
         if cfg["encoder"] is not None:
-            raise ConfigError(f"{source}: key 'encoder' applies to smp models ({', '.join(smp_models.ARCHITECTURES)}); "
+            raise ConfigError(f"{source}: key 'encoder' applies to smp models ({', '.join(names(SMP))}); "
                               f"{cfg['model']} has its backbone in its name. Remove 'encoder' or pick such a model.")
         return None
-    if cfg["encoder"] is None:
-        return smp_models.default_encoder(cfg["model"])
-    smp_models.check_encoder(cfg["encoder"], source)
-    return cfg["encoder"]
+    if cfg["encoder"] is not None:
+        smp_models.check_encoder(cfg["encoder"], source)
+    return entry.encoder(cfg["encoder"])
 
 
 def _model_name(cfg, source, names) -> str:
