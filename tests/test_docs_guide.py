@@ -38,8 +38,13 @@ NOT_RUN = {
     ".venv/bin/python bench/": "minutes each",  # tests/test_bench_smoke.py runs each one's --smoke form
 }
 # An iteration count shown -> the count the walk runs (SHORT_RUN trains 2 iterations).
-SCALED = {"--stop-after 500": "--stop-after 1", "max_iteration=8000": "max_iteration=4"}
+SCALED = {"--stop-after 500": "--stop-after 1", "max_iteration=8000": "max_iteration=3"}
 ROOT_PLACEHOLDER = "ROOT"  # the pages' name for the data folder: the walk's ~/clouds
+SIZE = 32  # the images' side: SHORT_RUN trains at 32 px, the smallest input the backbones take
+# One thread per training: the commands fork from a server that loaded torch (cli_process.py), so
+# none can choose sleeping threads on a busy machine, where two spinning threads ran a 32 px model
+# many times slower than one; at 32 px a second thread gains nothing on idle cores.
+WALK_RUN = ["--set", "threads=1"]
 
 
 def shown_lines(path: Path) -> list[tuple[str, str]]:
@@ -65,14 +70,14 @@ def not_run_reason(command: str) -> str | None:
 
 def sandbox(home: Path) -> Path:
     """What a user of the page has before its first line: returns ~/clouds (ROOT)."""
-    clouds = write_sky_folder(home / "clouds", n_train=6, n_valid=3, size=48)
-    write_sky_folder(home / "extra", n_train=2, n_valid=0, size=48, seed=1)
+    clouds = write_sky_folder(home / "clouds", n_train=4, n_valid=2, size=SIZE)
+    write_sky_folder(home / "extra", n_train=2, n_valid=0, size=SIZE, seed=1)
     (home / "extra" / "train").rename(clouds / "test")  # labelled test images, for --split test
     init(clouds, log=lambda *args: None)  # the starter config.list that `segtrain download` writes, as init does
-    own = write_sky_folder(home / "my_images", n_train=6, n_valid=3, size=48, seed=2)
+    own = write_sky_folder(home / "my_images", n_train=4, n_valid=2, size=SIZE, seed=2)
     (own / "class_names.list").unlink()  # a user's own folder: init writes it
     shutil.copytree(clouds / "valid" / "images", home / "new_images")
-    Image.fromarray(sky_sample(np.random.default_rng(3), 96)[0]).save(home / "big.jpg")
+    Image.fromarray(sky_sample(np.random.default_rng(3), 2 * SIZE)[0]).save(home / "big.jpg")
     (home / "weights").mkdir()  # what `segtrain weights` (not run: needs internet) would have filled
     return clouds
 
@@ -128,14 +133,14 @@ class Session:
 
 
 def shortened(args: list[str]) -> list[str]:
-    """A training command with SHORT_RUN after the shown --set (so the walk's settings win), but an
-    iteration count the line gives (already SCALED) kept."""
+    """A training command with SHORT_RUN and WALK_RUN after the shown --set (so the walk's settings
+    win), but an iteration count the line gives (already SCALED) kept."""
     if args[0] != "train" and not args[0].startswith("-"):  # torchrun's and the original container's form train
         return args
     kept = {"max_iteration"} & {a.split("=")[0] for a in args}
     short = [word for key, value in zip(SHORT_RUN[::2], SHORT_RUN[1::2])
              if value.split("=")[0] not in kept for word in (key, value)]
-    return args + short
+    return args + short + WALK_RUN
 
 
 def test_every_line_not_run_is_marked_so_on_its_page_and_listed_once():
