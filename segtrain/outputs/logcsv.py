@@ -32,6 +32,7 @@ class LogWriter:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.rows = 0  # written by this writer: a reader can tell whether the log changed since it looked
         new = not self.path.exists() or self.path.stat().st_size == 0
         try:
             self.file = open(self.path, "a", encoding="utf-8", newline="")
@@ -53,6 +54,7 @@ class LogWriter:
         for metric in METRICS:
             cells[f"{split}/{metric}"] = float(values[metric])
         self._write(",".join(_cell(cells[c]) for c in COLUMNS) + "\n")
+        self.rows += 1
 
     def close(self) -> None:
         try:

@@ -66,6 +66,7 @@ class RunOutputs:
         self.unlabeled_recent: deque[tuple[float, float]] = deque(maxlen=UNLABELED_WINDOW)
         self.best: Validation | None = None
         self.drawn: tuple | None = None  # the latest report's (iteration, latest validation, tile)
+        self.curves: tuple[int, Path] | None = None  # (log rows it shows, curves.png) as last drawn
         self.recheck: list[dict] | None = None
         self.drawing_failed = False
         self.tensorboard = None
@@ -159,7 +160,12 @@ class RunOutputs:
     def _draw(self, iteration: int, latest: Validation, viz: Path | None) -> None:
         self.drawn = (iteration, latest, viz)
         try:
-            curves = draw_curves(read_log(self.out_dir / "log.csv"), self.out_dir / "curves.png", self.out_dir.name)
+            if self.curves is None or self.curves[0] != self.writer.rows:
+                # Only when the log grew: the report at the end of the run (its labels to re-check)
+                # follows the last validation's, whose curves are current; drawing is most of a report's cost.
+                self.curves = (self.writer.rows, draw_curves(read_log(self.out_dir / "log.csv"),
+                                                             self.out_dir / "curves.png", self.out_dir.name))
+            curves = self.curves[1]
             write_report(self.out_dir / "report.html", ReportData(
                 run_name=self.out_dir.name, config=self.cfg, class_names=self.spec.class_names,
                 class_colors=self.colors, dataset=dataset_summary(self.spec), iteration=iteration,
