@@ -194,7 +194,7 @@ def check(root: PathLike, overrides: Mapping[str, Any] | None = None, *, config:
     root = Path(root)
     cfg, class_names = run_config(root, _path(config), _set_arguments(overrides), image_type)
     fit = fit_to_folder(root, cfg, class_names, select_device(cfg["device"], log).type, None, log)
-    check_folder(fit.spec, cfg, log)
+    check_folder(fit.spec, fit.plan, log)
 
 
 def init(root: PathLike, *, log: Log = print) -> None:

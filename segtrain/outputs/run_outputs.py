@@ -56,12 +56,13 @@ def dataset_summary(spec: DataSpec) -> dict[str, object]:
 class RunOutputs:
     """Opened once the run's folder exists; `close` ends what it opened, also after an error."""
 
-    def __init__(self, out_dir: Path, cfg: dict, spec: DataSpec, colors: list[list[int]],
+    def __init__(self, out_dir: Path, cfg, schedule, spec: DataSpec, colors: list[list[int]],
                  valid_set: SegmentationDataset, start_iteration: int, log=print, unlabeled: Unlabeled | None = None,
                  weights_source: str = ""):
         self.out_dir = Path(out_dir)
         self.weights_source = weights_source
-        self.cfg, self.spec, self.colors, self.valid_set, self.log = cfg, spec, colors, valid_set, log
+        # cfg: the run's plan (config/plan.py); schedule: its length, which a time budget plans (training/schedule.py)
+        self.cfg, self.schedule, self.spec, self.colors, self.valid_set, self.log = cfg, schedule, spec, colors, valid_set, log
         self.unlabeled = unlabeled
         self.unlabeled_recent: deque[tuple[float, float]] = deque(maxlen=UNLABELED_WINDOW)
         self.best: Validation | None = None
@@ -70,7 +71,7 @@ class RunOutputs:
         self.drawing_failed = False
         self.tensorboard = None
         self.writer = LogWriter(self.out_dir / "log.csv")
-        self.reporter = ProgressReporter(cfg["max_iteration"], cfg["batch_size"], cfg["log_interval"], log,
+        self.reporter = ProgressReporter(schedule.max_iteration, cfg["batch_size"], cfg["log_interval"], log,
                                          start_iteration=start_iteration)
         if cfg["tensorboard"]:
             self.tensorboard = TensorBoardLog(self.out_dir / "tensorboard", spec.class_names, log)
@@ -163,7 +164,7 @@ class RunOutputs:
             write_report(self.out_dir / "report.html", ReportData(
                 run_name=self.out_dir.name, config=self.cfg, class_names=self.spec.class_names,
                 class_colors=self.colors, dataset=dataset_summary(self.spec), iteration=iteration,
-                max_iteration=self.cfg["max_iteration"], best=self.best, latest=latest, curves_png=curves,
+                max_iteration=self.schedule.max_iteration, best=self.best, latest=latest, curves_png=curves,
                 visualization=viz, notes=[f"starting weights: {self.weights_source}"] + self.unlabeled_note(),
                 recheck=self.recheck))
         except (OSError, OutputError) as e:
