@@ -1,9 +1,10 @@
 """segtrain's Python API: what every command does, as functions that return results.
 
-The CLI (cli.py, commands.py) parses its flags and calls these; a notebook or script calls them
-directly. Errors are segtrain.SegtrainError subclasses whose message is the one line the CLI
-prints. Messages and progress go to `log` (print by default: a notebook shows them under the cell;
-pass `log=lambda *args: None` for silence). Reference and examples: docs/api.md.
+This is the one place for the commands: the CLI (cli.py) parses each command's flags and calls
+its function here; a notebook or script calls them directly. Errors are segtrain.SegtrainError
+subclasses whose message is the one line the CLI prints. Messages and progress go to `log` (print
+by default: a notebook shows them under the cell; pass `log=lambda *args: None` for silence).
+Reference and examples: docs/api.md.
 
 Heavy modules (torch, onnxruntime) load inside each function, so `import segtrain` stays light.
 """
@@ -128,17 +129,26 @@ def load(model: PathLike, *, device: str = "auto", tile: int | None = None, over
 
 
 def evaluate(model: PathLike | Predictor, root: PathLike, *, split: str = "valid", device: str = "auto",
-             tta: bool = False, log: Log = print) -> dict:
+             tta: bool = False, json_path: PathLike | None = None, log: Log = print) -> dict:
     """Scores of a model on labelled images, counted as validation counts them: acc, acc_cls, mean_iu,
     fwavacc, loss, per_class [{name, iou, recall, precision, f1, pixels}], confusion_matrix (rows
     truth), and what was scored. split: 'valid', 'train' or a folder holding images/ and labels/.
-    A Predictor is scored with its own device, tiles and tta."""
-    from segtrain.use.evaluate import evaluate as evaluate_file, score
+    A Predictor is scored with its own device, tiles and tta. json_path: also write the numbers
+    there (`--json`; the path is checked before the model runs)."""
+    from segtrain.paths import output_file
+    from segtrain.use.evaluate import evaluate as evaluate_file, score, write_json
     from segtrain.use.predictor import Predictor
 
+    source = model.source if isinstance(model, Predictor) else Path(model)
+    if json_path is not None:  # before the evaluation, which may take long
+        output_file(Path(json_path), "--json", {source: "the model file"})
     if isinstance(model, Predictor):
-        return score(model.engine, Path(root), split, model.source, log)
-    return evaluate_file(Path(root), Path(model), split, device, log, tta)
+        numbers = score(model.engine, Path(root), split, model.source, log)
+    else:
+        numbers = evaluate_file(Path(root), source, split, device, log, tta)
+    if json_path is not None:
+        write_json(numbers, Path(json_path))
+    return numbers
 
 
 def predict(source: PathLike, model: PathLike, out: PathLike, *, overlay: bool = False, tile: int | None = None,
@@ -206,10 +216,17 @@ def init(root: PathLike, *, log: Log = print) -> None:
 
 def download(name: str, dest: PathLike, *, url: str | None = None, archive: PathLike | None = None,
              log: Log = print) -> Path:
-    """`segtrain download`: an example dataset, arranged for training, in `dest`; returns its folder."""
-    from segtrain.data.download import download as download_dataset
+    """`segtrain download`: an example dataset, arranged for training, in `dest`, with a starter
+    config.list naming its classes; returns its folder."""
+    from segtrain.config.presets import PRESETS
+    from segtrain.data.download import fetch_dataset
+    from segtrain.data.starter import plan, write_starter
 
-    return download_dataset(name, Path(dest), url=url, archive=_path(archive), log=log)
+    dest = Path(dest)
+    dataset = fetch_dataset(name, dest, url=url, archive=_path(archive), log=log)
+    masks = {"label_threshold": PRESETS[dataset.preset][1]["label_threshold"]}  # its preset's rule, as a fallback
+    write_starter(plan(dest, dataset.class_names, masks), dataset.class_names, log)
+    return dest
 
 
 def plugin(checkpoint: PathLike, out: PathLike, *, name: str | None = None, version: str = "0.1.0",

@@ -1,7 +1,11 @@
-"""Command line: parses the arguments and calls the command (commands.py) through one table.
+"""Command line: parses each command's flags and calls its function in the Python API (api.py, the
+one place for the commands) through one table, then prints what a shell user reads.
 
 Also the container's entry point: the original tool's form (`--config config.list --image_type
 waggle_cloud`, data at /data) is recognised by its leading option.
+
+Heavy modules (torch) are imported inside the API's functions, so `segtrain --help` is instant and
+predicting with an ONNX file works on a node without PyTorch.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ import sys
 import traceback
 from pathlib import Path
 
-from segtrain import commands
-from segtrain.config.load import describe_keys
+from segtrain import api
+from segtrain.config.load import describe_keys, parse_overrides
 from segtrain.data.download import DATASETS
-from segtrain.errors import SegtrainError, user_message
+from segtrain.errors import ConfigError, SegtrainError, user_message
+from segtrain.paths import from_command_line, from_root
 from segtrain.runtime import cpu_threads, interrupt
+from segtrain.runtime.clock import Clock
 from segtrain.version import __version__
 
 EPILOG_TRAIN = """examples:
@@ -231,38 +237,88 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
 
+def _train(a: argparse.Namespace) -> None:
+    """Train on ROOT, or with config "mode": "test" run the original tool's test mode. The clock
+    starts here, first: a time_budget is the wall time of the whole command (runtime/clock.py)."""
+    clock = Clock()
+    api.train(a.root, parse_overrides(_with_device(a.overrides, a.device)), config=a.config, resume=a.resume,
+              stop_after=a.stop_after, image_type=a.image_type, clock=clock)
+
+
+def default_data_root() -> Path:
+    """The original README mounted data at /data, its code read /storage; else the current folder."""
+    for candidate in (Path("/data"), Path("/storage")):
+        if candidate.is_dir():
+            return candidate
+    return Path.cwd()
+
+
+def _train_in_container(a: argparse.Namespace) -> None:
+    """The original container's form: no ROOT argument, data at /data, a config always read.
+    Its advice names its own flags."""
+    clock = Clock()
+    root = a.data if a.data is not None else default_data_root()
+    where = ("given by --data" if a.data is not None
+             else "here the current folder, as no /data or /storage is mounted: mount your data at /data or pass --data")
+    if not root.is_dir():
+        raise ConfigError(f"--data {root}: data folder not found. Pass --data with the folder that holds "
+                          "train/ and config.list.")
+    hint = f" in the data folder ({where}), or pass --config with the path of your config file"
+    api.train(root, parse_overrides(a.overrides), config=from_root(a.config, root), resume=a.resume,
+              stop_after=a.stop_after, image_type=a.image_type, missing_hint=hint, clock=clock)
+
+
+def _evaluate(a: argparse.Namespace) -> None:
+    from segtrain.use.evaluate import format_table
+
+    numbers = api.evaluate(from_command_line(a.checkpoint, a.root), a.root, split=a.split, device=a.device, tta=a.tta,
+                           json_path=a.json)
+    print(format_table(numbers))
+    if a.json is not None:
+        print(f"numbers written to {a.json}")
+
+
+def _weights(a: argparse.Namespace) -> None:
+    from segtrain.models.weights import ENVIRONMENT
+
+    for name, path in api.fetch_weights(a.out, a.model, encoder=a.encoder).items():
+        print(f"{name}: {path} ({path.stat().st_size / 2**20:.0f} MB)")
+    print(f"Bring {a.out} along and set \"weights_dir\" in config.list (or {ENVIRONMENT}) to its path there.")
+
+
 # name: (help, epilog, adds its arguments, runs it with the parsed arguments)
 COMMANDS = {
-    "train": ("train a model on a data folder", EPILOG_TRAIN, _train_arguments,
-              lambda a: commands.train(a.root, a.config, _with_device(a.overrides, a.device), a.image_type, a.resume,
-                                       a.stop_after)),
+    "train": ("train a model on a data folder", EPILOG_TRAIN, _train_arguments, _train),
     "check": ("check a data folder and its config without training; print a dataset report", EPILOG_CHECK,
-              _config_arguments, lambda a: commands.check(a.root, a.config, a.overrides, a.image_type)),
-    "evaluate": ("score a trained model on labelled images", EPILOG_EVALUATE, _evaluate_arguments,
-                 lambda a: commands.evaluate(a.root, a.checkpoint, a.split, a.device, a.json, a.tta)),
+              _config_arguments,
+              lambda a: api.check(a.root, parse_overrides(a.overrides), config=a.config, image_type=a.image_type)),
+    "evaluate": ("score a trained model on labelled images", EPILOG_EVALUATE, _evaluate_arguments, _evaluate),
     "audit": ("rank the labelled pairs by how strongly a trained model disagrees with their masks", EPILOG_AUDIT,
-              _audit_arguments, lambda a: commands.audit(a.root, a.checkpoint, a.out, a.top, a.device)),
+              _audit_arguments,
+              lambda a: api.audit(a.root, from_command_line(a.checkpoint, a.root), out=a.out, top=a.top, device=a.device)),
     "predict": ("write class masks (and overlays, class fractions) for images", EPILOG_PREDICT, _predict_arguments,
-                lambda a: commands.predict(a.input, a.checkpoint, a.out, a.overlay, a.tile, a.overlap, a.recursive,
-                                           a.batch_size, a.device, a.tta)),
+                lambda a: api.predict(a.input, a.checkpoint, a.out, overlay=a.overlay, tile=a.tile, overlap=a.overlap,
+                                      recursive=a.recursive, batch_size=a.batch_size, device=a.device, tta=a.tta)),
     "export": ("export a checkpoint to ONNX, TorchScript or torch.export for edge devices", EPILOG_EXPORT, _export_arguments,
-               lambda a: commands.export(a.checkpoint, a.format, a.out, a.size, a.verify_on, a.raw_input, a.int8,
-                                         a.calibrate_on, a.max_iou_drop)),
+               lambda a: api.export(a.checkpoint, a.out, format=a.format, size=a.size, verify_on=a.verify_on,
+                                    raw_input=a.raw_input, int8=a.int8, calibrate_on=a.calibrate_on,
+                                    max_iou_drop=a.max_iou_drop)),
     "plugin": ("write a Waggle edge app folder (model, app, Dockerfile, sage.yaml) for a checkpoint", EPILOG_PLUGIN,
                _plugin_arguments,
-               lambda a: commands.plugin(a.checkpoint, a.out, a.name, a.app_version, a.runtime, a.verify_on)),
+               lambda a: api.plugin(a.checkpoint, a.out, name=a.name, version=a.app_version, runtime=a.runtime,
+                                    verify_on=a.verify_on)),
     "init": ("inspect a data folder and write a starter config.list and class_names.list", EPILOG_INIT,
              lambda p: p.add_argument("root", type=Path, help="data folder with train/images + train/labels "
                                       "(or images/ + labels/)"),
-             lambda a: commands.init(a.root)),
+             lambda a: api.init(a.root)),
     "download": ("download an example dataset and arrange it for training", EPILOG_DOWNLOAD, _download_arguments,
-                 lambda a: commands.download(a.name, a.dest, a.url, a.archive)),
+                 lambda a: api.download(a.name, a.dest, url=a.url, archive=a.archive)),
     "weights": ("fetch ImageNet backbone weights into a folder, for machines without internet", EPILOG_WEIGHTS,
-                _weights_arguments, lambda a: commands.weights(a.out, a.model, a.encoder)),
+                _weights_arguments, _weights),
     "plot": ("draw curves.png (loss, mean IoU, accuracy) from a log.csv", EPILOG_PLOT, _plot_arguments,
-             lambda a: commands.plot(a.log, a.out)),
+             lambda a: print(f"wrote {api.plot(a.log, a.out)}")),
     "demo": ("make a small synthetic sky/cloud folder and train on it (about 2 minutes on 2 CPU cores)", EPILOG_DEMO,
-             _demo_arguments, lambda a: commands.demo(a.out, a.overrides)),
+             _demo_arguments, lambda a: api.demo(a.out, parse_overrides(a.overrides))),
 }
 
 
@@ -300,7 +356,7 @@ def run(argv: list[str]) -> int:
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version", "--debug"):
         a = build_container_parser().parse_args(argv)
         cpu_threads.choose_at_start()
-        commands.train_in_container(a.data, a.config, a.overrides, a.image_type, a.resume, a.stop_after)
+        _train_in_container(a)
         return 0
     parser = build_parser()
     args = parser.parse_args(argv)

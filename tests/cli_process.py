@@ -23,7 +23,7 @@ from pathlib import Path
 # Each command finds torch loaded here, so it keeps the OpenMP wait policy that the server's environment
 # gave libgomp (conftest.py sets GOMP_SPINCOUNT) and says so; the choice a real command makes before
 # torch loads is tested in processes of its own (test_cpu_threads.py).
-PRELOAD = ["segtrain", "torch", "torchvision", "segmentation_models_pytorch", "segtrain.cli", "segtrain.commands"]
+PRELOAD = ["segtrain", "torch", "torchvision", "segmentation_models_pytorch", "segtrain.cli"]
 _context = None
 
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from conftest import run_cli, tiny_config
-from segtrain import commands
+from segtrain import api
+from segtrain.config.load import parse_overrides
 from segtrain.data.synthetic import write_sky_folder
 from segtrain.errors import ConfigError
 from segtrain.config.time_budget import budget_seconds, describe_budget
@@ -56,7 +57,7 @@ def test_bad_budget_from_the_command_line(tmp_path):
 
 def train(root, *args, clock, resume=None, stop_after=None):
     """`segtrain train ROOT --set ARGS...` on the given clock."""
-    commands.train(root, None, list(args), resume=resume, stop_after=stop_after, clock=clock)
+    api.train(root, parse_overrides(list(args)), resume=resume, stop_after=stop_after, clock=clock)
 
 
 def test_run_ends_on_time_with_the_schedule_complete(tmp_path, monkeypatch, capsys):

@@ -100,7 +100,7 @@ def test_read_only_data_folder_is_a_clear_error(root, capsys):
 
 
 def test_runs_started_at_once_get_a_folder_each(tmp_path, monkeypatch):
-    from segtrain.outputs.run_folder import output_folder
+    from segtrain.outputs.run_folder import claim_run_folder
 
     # Both runs look for MODEL-tiny before either creates it: the race of two commands started at once.
     both_looked = threading.Barrier(2, timeout=10)
@@ -115,7 +115,7 @@ def test_runs_started_at_once_get_a_folder_each(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "exists", exists_after_the_other_looked)
     with ThreadPoolExecutor(2) as pool:
-        folders = list(pool.map(lambda _: output_folder(tmp_path, "tiny", log=lambda *a: None), range(2)))
+        folders = list(pool.map(lambda _: claim_run_folder(tmp_path, "tiny", log=lambda *a: None), range(2)))
     assert sorted(f.name for f in folders) == ["MODEL-tiny", "MODEL-tiny-2"]
 
 

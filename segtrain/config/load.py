@@ -18,6 +18,7 @@ from segtrain.config.plan import Plan
 from segtrain.config.time_budget import budget_seconds
 from segtrain.config.user_json import MAX_JSON_BYTES
 from segtrain.errors import ConfigError
+from segtrain.outputs.run_folder import RUN_FOLDER_PREFIX, longest_output_dir
 from segtrain.textfiles import read_user_text
 
 from segtrain.config.recipe import (DEFAULT_BATCH_SIZE, DEFAULT_IMAGE_SIZE, DEFAULT_INTERVAL_VALIDATE, DEFAULT_LR,
@@ -107,10 +108,8 @@ MAX_SEED = 2**32 - 1
 # libgomp ask for 216 GB and abort the process).
 MAX_THREADS = 1024
 # File names are at most 255 bytes on the usual file systems (ext4, XFS, APFS, NTFS); the run
-# folder is "MODEL-" + output_dir, plus "-N" when an earlier run holds the name.
+# folder's name (outputs/run_folder.py) must fit.
 NAME_MAX = 255
-RUN_FOLDER_PREFIX = "MODEL-"
-CLASH_SUFFIX_ROOM = len("-999999")
 # The model's input side: a batch of 8 at 8192 x 8192 is 6 GB of input alone, and the activations
 # of any registry model are tens of times more; at 60000 a file could make predict ask for 43 GB.
 MIN_IMAGE_SIDE = 8
@@ -391,7 +390,7 @@ def _output_dir(name, source, name_max) -> None:
         size = len(name.encode("utf-8"))
     except UnicodeEncodeError:  # a lone surrogate ("\\udcff" in JSON) names no file
         raise ConfigError(f"{source}: key 'output_dir' holds characters no file name can hold, got {name!r}.") from None
-    room = name_max - len(RUN_FOLDER_PREFIX) - CLASH_SUFFIX_ROOM
+    room = longest_output_dir(name_max)
     if size > room:
         raise ConfigError(f"{source}: key 'output_dir' is {size} bytes long; at most {room} fit in a folder name "
                           f"here ({RUN_FOLDER_PREFIX}<output_dir>, {name_max} bytes at most). Choose a shorter name.")

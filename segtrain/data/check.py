@@ -1,4 +1,5 @@
-"""`segtrain check`: every check training makes, plus a full decode of every file, and a report.
+"""The dataset report of `segtrain check` (api.check): every check training makes, plus a full
+decode of every file.
 
 Training reads file headers and a sample of masks before it starts; the check decodes every
 image and mask, so a truncated image or a stray label value anywhere is found now rather than
@@ -17,6 +18,7 @@ from segtrain.data.folder import DataSpec, SegmentationDataset
 from segtrain.errors import DatasetError, SegtrainError
 from segtrain.data.labels import IGNORE
 from segtrain.data.void import find_void
+from segtrain.paths import from_root
 from segtrain.runtime.workers import plan_workers
 
 PROGRESS_EVERY = 500
@@ -84,9 +86,8 @@ def check_folder(spec: DataSpec, cfg: dict, log=print) -> None:
 
     plan_workers(cfg, spec.sizes["train"], log)
     if cfg["pretrained_net"]:
-        path = Path(cfg["pretrained_net"])
         try:
-            read_checkpoint(path if path.is_absolute() else root / path)
+            read_checkpoint(from_root(cfg["pretrained_net"], root))
         except SegtrainError as e:
             problems.append(str(e))
 

@@ -1,4 +1,5 @@
-"""`segtrain download`: fetch a published example dataset and arrange it into segtrain's folder.
+"""Fetch a published example dataset and arrange it into segtrain's folder (the data side of
+`segtrain download`, api.download, which then writes its starter config).
 
 The archive is fetched with torchvision's `download_url`, as the original README told its users to,
 and extracted here: members that would land outside the extraction folder (absolute paths, `..`,
@@ -23,7 +24,6 @@ from pathlib import Path, PurePosixPath
 
 from segtrain.errors import SegtrainError
 from segtrain.paths import output_folder
-from segtrain.config.presets import PRESETS
 from segtrain.data.extract_limits import ExtractBudget, ExtractLimits, TooLarge, decompressed as _decompressed
 
 CONNECT_TIMEOUT_S = 15
@@ -218,9 +218,10 @@ def arrange(tree: Path, dest: Path, log=print) -> list[str]:
     return sorted(splits)
 
 
-def download(name: str, dest: Path, url: str | None = None, archive: Path | None = None, log=print) -> Path:
-    from segtrain.data import starter
-
+def fetch_dataset(name: str, dest: Path, url: str | None = None, archive: Path | None = None,
+                  log=print) -> RemoteDataset:
+    """The dataset `name` (from `url`, or an `archive` downloaded already) arranged into DEST/<split>/;
+    returns its entry."""
     if name not in DATASETS:
         raise DownloadError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}.")
     dataset = DATASETS[name]
@@ -255,11 +256,8 @@ def download(name: str, dest: Path, url: str | None = None, archive: Path | None
         shutil.rmtree(extracted)
     else:
         log(f"other files of the archive stay in {extracted}")
-    fallback = PRESETS[dataset.preset][1]
-    starter.write_starter(starter.plan(dest, dataset.class_names, {"label_threshold": fallback["label_threshold"]}),
-                          dataset.class_names, log)
     if any(work.iterdir()):
         log(f"the downloaded archive stays in {work} (delete it to save space).")
     else:
         work.rmdir()
-    return dest
+    return dataset

@@ -1,4 +1,5 @@
-"""`segtrain init`: look at a folder and write a starter config.list and class_names.list.
+"""A starter config.list and class_names.list for a folder, from a look at it (`segtrain init`,
+api.init, and after `segtrain download`).
 
 What the masks reveal decides the classes: grey masks with values 0..k-1 hold k classes, masks with
 only 0 and 255 hold two, a handful of other grey levels (in ascending order) or colours are one

@@ -1,11 +1,14 @@
-"""ROOT/MODEL-<output_dir>: the folder a run writes to, claimed so that no new run shares it and
-held so that no second process trains in it (a `--resume` while the first run still trains)."""
+"""ROOT/MODEL-<output_dir>: the folder a run writes to (the one rule for its name, its "-N" when an
+earlier run holds the name, and finding a run's folder again), claimed so that no new run shares it
+and held so that no second process trains in it (a `--resume` while the first run still trains)."""
 
 from __future__ import annotations
 
 import fcntl
+import glob
 import os
 import shlex
+from collections.abc import Iterable
 from pathlib import Path
 
 from segtrain.errors import OutputError
@@ -14,19 +17,57 @@ CHECKPOINT_NAME = "checkpoint.pth.tar"  # the latest state, for --resume
 BEST_NAME = "model_best.pth.tar"  # the weights of the best validation so far
 LOG_NAME = "log.csv"
 COMMAND_SHOWN = 160  # characters of the holder's command line a refusal shows
+RUN_FOLDER_PREFIX = "MODEL-"
+# The room config checks an output_dir against keeps for the "-N" of a name an earlier run holds.
+CLASH_SUFFIX_ROOM = len("-999999")
 
 
 class FolderBusy(OutputError):
     pass
 
 
-def output_folder(root: Path, name: str, log=print) -> Path:
-    """ROOT/MODEL-<name>; an earlier run's folder is never reused: the next free number is taken.
+def run_folder(root: Path, output_dir: str) -> Path:
+    """ROOT/MODEL-<output_dir>: where a run named output_dir writes, and where --resume looks first."""
+    return Path(root) / f"{RUN_FOLDER_PREFIX}{output_dir}"
+
+
+def longest_output_dir(name_max: int) -> int:
+    """Bytes an output_dir may take where file names hold `name_max` bytes, its prefix and "-N" included."""
+    return name_max - len(RUN_FOLDER_PREFIX) - CLASH_SUFFIX_ROOM
+
+
+def clash_folder(base: Path, number: int) -> Path:
+    """The folder of the `number`th run named like `base` (MODEL-x-2, MODEL-x-3, ...)."""
+    return base.with_name(f"{base.name}-{number}")
+
+
+def later_runs(base: Path) -> list[Path]:
+    """The clash folders beside `base` (base-2, base-3, ...) that hold a run's checkpoint, in the
+    order they were taken. A folder for another output_dir that merely starts alike (MODEL-x-big) is none."""
+    numbered = []
+    for folder in base.parent.glob(f"{glob.escape(base.name)}-*"):
+        number = folder.name[len(base.name) + 1:]
+        if number.isdigit() and folder == clash_folder(base, int(number)) and (folder / CHECKPOINT_NAME).is_file():
+            numbered.append((int(number), folder))
+    return [folder for _, folder in sorted(numbered)]
+
+
+def latest_run_folder(root: Path, output_dirs: Iterable[str]) -> Path | None:
+    """Of the runs named by `output_dirs`, the folder whose checkpoint was written last; None when
+    none holds one."""
+    folders = [run_folder(root, name) for name in output_dirs]
+    started = [folder for folder in folders if (folder / CHECKPOINT_NAME).is_file()]
+    return max(started, key=lambda folder: (folder / CHECKPOINT_NAME).stat().st_mtime, default=None)
+
+
+def claim_run_folder(root: Path, output_dir: str, log=print) -> Path:
+    """A new run's folder: ROOT/MODEL-<output_dir>; an earlier run's folder is never reused: the
+    next free number is taken.
 
     A folder is claimed by creating its visualization_viz without exist_ok, which only one process
     can do: of runs started at once on one ROOT, each gets a folder of its own.
     """
-    base = root / f"MODEL-{name}"
+    base = run_folder(root, output_dir)
     folder, k = base, 1
     while True:
         if folder.exists() and not folder.is_dir():
@@ -42,7 +83,7 @@ def output_folder(root: Path, name: str, log=print) -> Path:
             raise OutputError(f"{folder}: cannot create the output folder ({e.strerror}). Check permissions and free "
                               "space, or set \"output_dir\" to another name.") from None
         k += 1
-        folder = root / f"MODEL-{name}-{k}"
+        folder = clash_folder(base, k)
     if folder != base:
         log(f"note: {base} holds an earlier run; this run writes to {folder} (nothing is overwritten; "
             "to continue that run instead, add --resume).")

@@ -18,7 +18,7 @@ from segtrain.data.folder import too_large_to_train
 from segtrain.data.sampling import sample_position
 from segtrain.evaluation.metrics import row_scores
 from segtrain.evaluation.validation import validate
-from segtrain.outputs.run_folder import BEST_NAME, CHECKPOINT_NAME
+from segtrain.outputs.run_folder import BEST_NAME, CHECKPOINT_NAME, run_folder
 from segtrain.outputs.run_outputs import NoOutputs, RunOutputs
 from segtrain.runtime import distributed, interrupt
 from segtrain.runtime.clock import Clock
@@ -153,7 +153,7 @@ def stop(run: TrainingRun, outputs, signum: int | None, stop_after: int | None) 
 
 
 def resume_hint(root: Path, checkpoint: Path, cfg: dict) -> str:
-    given = "" if checkpoint == root / f"MODEL-{cfg['output_dir']}" / CHECKPOINT_NAME else f" {checkpoint}"
+    given = "" if checkpoint == run_folder(root, cfg["output_dir"]) / CHECKPOINT_NAME else f" {checkpoint}"
     return f"checkpoint saved: {checkpoint}. To continue, run the same command with --resume{given} added."
 
 

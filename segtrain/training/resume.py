@@ -8,7 +8,6 @@ as tensors and built-ins, so the checkpoint still loads with `weights_only=True`
 
 from __future__ import annotations
 
-import glob
 import math
 import random
 from dataclasses import dataclass
@@ -19,7 +18,8 @@ import torch
 
 from segtrain.config.recipe import FIT_KEY, RECIPE_MODELS
 from segtrain.outputs.checkpoints import read_checkpoint
-from segtrain.outputs.run_folder import CHECKPOINT_NAME
+from segtrain.outputs.run_folder import CHECKPOINT_NAME, latest_run_folder, later_runs, run_folder
+from segtrain.paths import from_command_line
 from segtrain.errors import CheckpointError
 
 
@@ -63,26 +63,22 @@ def resume_state(scaler, validated: int, n_train: int) -> dict:
 
 
 def checkpoint_to_resume(root: Path, cfg: dict, given: str, log=print) -> Path:
-    """`--resume` alone means MODEL-<output_dir>/checkpoint.pth.tar; a relative path is tried
-    from the current folder, then from ROOT."""
+    """`--resume` alone means MODEL-<output_dir>/checkpoint.pth.tar; a path is one typed on the
+    command line (paths.py)."""
     if given:
-        path = Path(given)
-        if not path.is_absolute() and not path.exists():
-            path = root / path
-        return path
-    folder = root / f"MODEL-{cfg['output_dir']}"
+        return from_command_line(given, root)
+    folder = run_folder(root, cfg["output_dir"])
     if "output_dir" in cfg.get(FIT_KEY, ()):
         # Named after the model the recipe chose when the run began, which resume is to restore.
-        named = [root / f"MODEL-{model}" for model in RECIPE_MODELS]
-        started = [candidate for candidate in named if (candidate / CHECKPOINT_NAME).is_file()]
-        folder = max(started, key=lambda candidate: (candidate / CHECKPOINT_NAME).stat().st_mtime, default=folder)
+        folder = latest_run_folder(root, RECIPE_MODELS) or folder
     path = folder / CHECKPOINT_NAME
-    later = sorted(p.parent.name for p in root.glob(f"{glob.escape(folder.name)}-*/{CHECKPOINT_NAME}"))
+    later = later_runs(folder)
+    names = ", ".join(run.name for run in later)
     if not path.is_file():
-        hint = f" Runs with a checkpoint here: {', '.join(later)}; pass --resume {root / later[-1] / CHECKPOINT_NAME}." if later else ""
+        hint = f" Runs with a checkpoint here: {names}; pass --resume {later[-1] / CHECKPOINT_NAME}." if later else ""
         raise CheckpointError(f"{path}: no checkpoint to resume from.{hint} Or start a new run without --resume.")
     if later:
-        log(f"note: resuming {folder.name}; {', '.join(later)} also exist (pass --resume {later[-1]}/{CHECKPOINT_NAME} for those).")
+        log(f"note: resuming {folder.name}; {names} also exist (pass --resume {later[-1].name}/{CHECKPOINT_NAME} for those).")
     return path
 
 

@@ -29,7 +29,7 @@ from segtrain.models.weights import Weights, resolve as resolve_weights, weights
 from segtrain.outputs.atomic import remove_stale_temps
 from segtrain.outputs.checkpoints import load_weights, read_checkpoint, training_payload
 from segtrain.outputs.logcsv import keep_rows_through
-from segtrain.outputs.run_folder import LOG_NAME, FolderLock, hold, output_folder
+from segtrain.outputs.run_folder import LOG_NAME, FolderLock, claim_run_folder, hold
 from segtrain.paths import from_root
 from segtrain.runtime import cpu_threads, distributed, interrupt
 from segtrain.runtime.clock import Clock
@@ -207,7 +207,7 @@ def prepare_run(root: Path, plan: Plan, class_names: list[str] | None, resume: s
     try:
         run = _prepare(root, plan, class_names, ckpt_path, device, ctx, clock, log)
         if ckpt_path is None and ctx.is_main:
-            run.out_dir = output_folder(root, run.plan["output_dir"], log)
+            run.out_dir = claim_run_folder(root, run.plan["output_dir"], log)
             folder_lock = hold(run.out_dir, log)
     except BaseException:
         if folder_lock is not None:

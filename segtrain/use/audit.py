@@ -25,7 +25,7 @@ from segtrain.evaluation.audit import Doubt, rank_doubts
 from segtrain.outputs.visualize import side_by_side
 from segtrain.paths import output_file, output_folder
 from segtrain.data.classes import void_class
-from segtrain.use.evaluate import model_config, predictor_batches, split_pairs
+from segtrain.use.evaluate import predictor_batches, split_pairs
 from segtrain.use.predict import open_predictor, write_atomic
 
 CSV_NAME = "audit.csv"
@@ -73,7 +73,7 @@ def audit(root: Path, checkpoint: Path, out: Path | None = None, top: int = 20, 
     log(f"audit: scoring {len(train)} training and {len(valid)} validation pair(s) of {root} with {checkpoint}")
     with torch.inference_mode():
         doubts = rank_doubts(predictor_batches(predictor, dataset), lambda images, sizes: predictor.logits(images),
-                             len(predictor.class_names), void=void_class(predictor.class_names, model_config(predictor),
+                             len(predictor.class_names), void=void_class(predictor.class_names, predictor.config,
                                                                          str(checkpoint)))
     rows = [Row(rank, splits[d.index], pairs[d.index].image, pairs[d.index].label, d)
             for rank, d in enumerate(doubts, start=1)]

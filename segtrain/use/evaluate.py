@@ -17,14 +17,17 @@ from segtrain.errors import DatasetError
 from segtrain.data.labels import detect_decoder
 from segtrain.evaluation.validation import count as count_batches, summarize
 from segtrain.models.losses import build_loss
+from segtrain.paths import from_command_line
 from segtrain.use.predict import open_predictor, write_atomic
+from segtrain.use.predictor import Engine
 
 
-def split_pairs(root: Path, predictor, source: Path, split: str, log=print):
+def split_pairs(root: Path, predictor: Engine, source: Path, split: str, log=print):
     """(pairs, label decoder, description) of `split`: 'valid' and 'train' as training split ROOT
     (the model's seed and valid_fraction hold out the same images), else a folder holding
-    images/ and labels/ (as given, or under ROOT)."""
-    cfg = model_config(predictor)
+    images/ and labels/ (as given, or under ROOT). The predictor's config is its training config, checked,
+    with defaults for what older files lack (use/model_facts.py)."""
+    cfg = predictor.config
     names_file = root / "class_names.list"
     if names_file.is_file() and read_class_names(names_file) != predictor.class_names:
         raise DatasetError(
@@ -36,9 +39,9 @@ def split_pairs(root: Path, predictor, source: Path, split: str, log=print):
         pairs = spec.valid if split == "valid" else spec.train
         where = spec.valid_source if split == "valid" else f"{root} training images"
         return pairs, spec.decoder, where
-    folder = Path(split) if Path(split).is_dir() else root / split
+    folder = from_command_line(split, root)
     if not folder.is_dir():
-        raise DatasetError(f"--split {split}: not 'valid', 'train' or a folder (looked at {Path(split)} and {folder}). "
+        raise DatasetError(f"--split {split}: not 'valid', 'train' or a folder (looked at {Path(split)} and {root / split}). "
                            "Give a folder holding images/ and labels/.")
     notes: list[str] = []
     pairs = find_pairs(folder / "images", folder / "labels", notes)
@@ -50,15 +53,10 @@ def split_pairs(root: Path, predictor, source: Path, split: str, log=print):
     return pairs, decoder, str(folder)
 
 
-def model_config(predictor) -> dict:
-    """The training config of the model, checked, with defaults for what older files lack (use/model_facts.py)."""
-    return predictor.config
-
-
-def predictor_batches(predictor, dataset: SegmentationDataset):
+def predictor_batches(predictor: Engine, dataset: SegmentationDataset):
     """(images, masks, dataset indices) in validation's batches: the training batch size (one
     image at a time at native size when sizes differ), images that share the predictor's batch_key."""
-    cfg = model_config(predictor)
+    cfg = predictor.config
     batch_size = cfg["batch_size"] if cfg["image_size"] is not None or len(check_sizes(dataset.pairs)) == 1 else 1
     pending: list[tuple] = []  # (index, image, mask)
     for index in range(len(dataset)):
@@ -76,10 +74,10 @@ def batch_of(pending: list[tuple]) -> tuple[list, list, list]:
     return list(images), list(masks), list(indices)
 
 
-def count(predictor, pairs, decoder) -> dict:
+def count(predictor: Engine, pairs, decoder) -> dict:
     """Validation's count (evaluation/validation.py) of the predictor's logits in validation's
     batches (predictor_batches), logits at each label's native size, the run's own loss."""
-    cfg = model_config(predictor)
+    cfg = predictor.config
     dataset = SegmentationDataset(pairs, decoder, None, train=False)
     criterion = build_loss(cfg, predictor.class_names)
     with torch.inference_mode():
@@ -89,7 +87,7 @@ def count(predictor, pairs, decoder) -> dict:
     return summarize(hist, float(loss_total), int(loss_count), void_class(predictor.class_names, cfg))
 
 
-def score(predictor, root: Path, split: str, source: Path, log=print) -> dict:
+def score(predictor: Engine, root: Path, split: str, source: Path, log=print) -> dict:
     """Scores of an open predictor (checkpoint or exported file) on a split: see `report`."""
     root = Path(root)
     pairs, decoder, where = split_pairs(root, predictor, source, split, log)
@@ -97,7 +95,7 @@ def score(predictor, root: Path, split: str, source: Path, log=print) -> dict:
     log(f"labels: {decoder.describe()}")
     return report(count(predictor, pairs, decoder), predictor.class_names,
                   {"checkpoint": str(source), "split": where, "images": len(pairs), "tta": predictor.tta,
-                   "void_class": model_config(predictor)["void_class"]})
+                   "void_class": predictor.config["void_class"]})
 
 
 def evaluate(root: Path, checkpoint: Path, split: str = "valid", device: str = "auto", log=print,

@@ -151,6 +151,8 @@ def open_exported(path: Path, kind: str | None = None, spinning: bool = True):
 
 
 class ExportedPredictor:
+    """Masks from images with an exported file, run as the file itself says (an Engine, use/predictor.py)."""
+
     def __init__(self, path: Path, tile: int | None = None, overlap: int = 0, kind: str | None = None,
                  tta: bool = False, spinning: bool = True):
         meta, run = open_exported(path, kind, spinning)

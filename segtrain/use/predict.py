@@ -25,14 +25,15 @@ from segtrain.outputs.visualize import colorize, overlay
 from segtrain.data.classes import void_class
 from segtrain.plugin.app.measure import coverage
 from segtrain.plugin.app.pictures import mask_image
+from segtrain.use.predictor import Engine
 
 PROGRESS_SECONDS = 5.0
 
 
 def open_predictor(model_path: Path, device: str = "auto", tile: int | None = None, overlap: int | None = None,
-                   log=print, tta: bool = False):
-    """A predictor with class_names, class_colors, image_size, batch_size and masks(images);
-    tta: flip test-time augmentation (evaluation/tta.py)."""
+                   log=print, tta: bool = False) -> Engine:
+    """The engine that runs the model file: ExportedPredictor for what segtrain export writes, else
+    TorchPredictor for a checkpoint; tta: flip test-time augmentation (evaluation/tta.py)."""
     if tile is not None and tile < 8:
         raise ConfigError(f"--tile {tile}: a tile must be at least 8 pixels (e.g. --tile 512).")
     overlap = tile // 4 if tile is not None and overlap is None else (overlap or 0)

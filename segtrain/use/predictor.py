@@ -26,6 +26,9 @@ ImageInput = Union[np.ndarray, Image.Image, str, os.PathLike]
 
 
 class Engine(Protocol):
+    """The one predictor protocol, of every model file's engine; evaluate, audit, predict and
+    Predictor use a model only through it. Images are HxWx3 uint8 RGB arrays."""
+
     class_names: list[str]
     class_colors: list[list[int]]
     image_size: list[int] | None
@@ -33,13 +36,17 @@ class Engine(Protocol):
     tta: bool
 
     @property
-    def config(self) -> dict: ...
+    def config(self) -> dict:
+        """The model's training config, checked, with defaults for what older files lack (use/model_facts.py)."""
 
-    def batch_key(self, image: np.ndarray) -> tuple: ...
+    def batch_key(self, image: np.ndarray) -> tuple:
+        """Images with one key may share a batch (the model input's shape)."""
 
-    def logits(self, images: list[np.ndarray]) -> list[np.ndarray]: ...
+    def logits(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Per image of a batch (one batch_key), float32 NumPy logits (C, H, W) at the image's own size."""
 
-    def masks(self, images: list[np.ndarray]) -> list[np.ndarray]: ...
+    def masks(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Per image of a batch, its HxW uint8 class indices (the argmax of its logits, without making them whole)."""
 
 
 def as_rgb(image: ImageInput) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 from segtrain.data.folder import inspect_root
 from segtrain.data.images import read_image
 from segtrain.errors import SegtrainError
-from segtrain.use.evaluate import count, model_config
+from segtrain.use.evaluate import count
 from segtrain.use.exported import METADATA_KEY, ExportedPredictor
 
 CALIBRATION_IMAGES = 32  # ONNX Runtime's min-max calibration settles within a few dozen images
@@ -72,7 +72,7 @@ def quantize_checked(fp32: Path, work: Path, root: Path, max_iou_drop: float, ou
     of the fp32 file's; else QuantizeError and nothing is kept."""
     # Threads that sleep between runs, so that timing the two files in turn is fair (see onnx_session_options)
     reference = ExportedPredictor(fp32, kind="onnx", spinning=False)
-    spec = inspect_root(root, {**model_config(reference), "batch_size": 1}, reference.class_names)
+    spec = inspect_root(root, {**reference.config, "batch_size": 1}, reference.class_names)
     if not spec.valid:
         raise QuantizeError(f"--calibrate-on {root}: no validation images to measure the INT8 model on; "
                             "give the data folder the model was trained on (train/ and valid/, or valid_fraction > 0).")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from segtrain.errors import ConfigError, DatasetError
+from segtrain.paths import from_root
 from segtrain.use.evaluate import evaluate, format_table, write_json
 from segtrain.use.predict import predict
 
@@ -20,8 +21,7 @@ def run_test(root: Path, cfg: dict, log=print) -> dict | None:
     if cfg["output_dir"] in ("images", "labels"):
         raise ConfigError(f"config.list: output_dir {cfg['output_dir']!r} would write into ROOT/test/{cfg['output_dir']}; "
                           "choose another name.")
-    checkpoint = Path(cfg["pretrained_net"])
-    checkpoint = checkpoint if checkpoint.is_absolute() else root / checkpoint
+    checkpoint = from_root(cfg["pretrained_net"], root)
     images = root / "test" / "images"
     if not images.is_dir():
         raise DatasetError(f"{images}: folder not found. Mode \"test\" predicts the images in ROOT/test/images "

@@ -102,7 +102,8 @@ def load_trained(path: Path, device: str = "auto", log=print) -> TrainedModel:
 
 
 class TorchPredictor:
-    """Masks from images with a checkpoint, through validation's own inference routine."""
+    """Masks from images with a checkpoint, through validation's own inference routine (an Engine,
+    use/predictor.py)."""
 
     def __init__(self, trained: TrainedModel, tile: int | None = None, overlap: int = 0, tta: bool = False):
         self.trained = trained
@@ -122,15 +123,12 @@ class TorchPredictor:
         return tuple(self.image_size) if self.image_size is not None else image.shape[:2]
 
     def logits(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """Per HxWx3 uint8 image, float32 logits (C, H, W) at its native size, as ExportedPredictor's
-        (use/predictor.py: the one protocol); the images share one batch_key."""
-        return [one.cpu().numpy() for one in self._native_logits(images)]
-
-    def _native_logits(self, images: list[np.ndarray]) -> list[torch.Tensor]:
+        """Per HxWx3 uint8 image, float32 logits (C, H, W) at its native size; the images share one batch_key."""
         cfg = self.trained.config
         batch = torch.stack([eval_input(image, self.transform) for image in images])
-        return native_logits(self.trained.model, batch, [image.shape[:2] for image in images], cfg["amp"],
-                             self.trained.channels_last, self.tile, self.overlap, self.tta)
+        logits = native_logits(self.trained.model, batch, [image.shape[:2] for image in images], cfg["amp"],
+                               self.trained.channels_last, self.tile, self.overlap, self.tta)
+        return [one.cpu().numpy() for one in logits]
 
     def masks(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """HxW uint8 class indices per HxWx3 uint8 image, resized and compared strip by strip
