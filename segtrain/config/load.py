@@ -18,7 +18,7 @@ from segtrain.config.plan import Plan
 from segtrain.config.time_budget import budget_seconds
 from segtrain.config.user_json import MAX_JSON_BYTES
 from segtrain.errors import ConfigError
-from segtrain.outputs.run_folder import RUN_FOLDER_PREFIX, longest_output_dir
+from segtrain.run_folder import RUN_FOLDER_PREFIX, longest_output_dir
 from segtrain.textfiles import read_user_text
 
 from segtrain.config.recipe import (DEFAULT_BATCH_SIZE, DEFAULT_IMAGE_SIZE, DEFAULT_INTERVAL_VALIDATE, DEFAULT_LR,
@@ -108,7 +108,7 @@ MAX_SEED = 2**32 - 1
 # libgomp ask for 216 GB and abort the process).
 MAX_THREADS = 1024
 # File names are at most 255 bytes on the usual file systems (ext4, XFS, APFS, NTFS); the run
-# folder's name (outputs/run_folder.py) must fit.
+# folder's name (run_folder.py) must fit.
 NAME_MAX = 255
 # The model's input side: a batch of 8 at 8192 x 8192 is 6 GB of input alone, and the activations
 # of any registry model are tens of times more; at 60000 a file could make predict ask for 43 GB.

@@ -27,7 +27,7 @@ from segtrain.version import __version__
 from segtrain.outputs.atomic import atomic_open
 from segtrain.errors import CheckpointError
 
-# The version of the payload below (the files' names are the run folder's, outputs/run_folder.py).
+# The version of the payload below (the files' names are the run folder's, run_folder.py).
 FORMAT_VERSION = 1
 ZIP_MAGIC = b"PK\x03\x04"
 LEGACY_PICKLES = 5  # the legacy format: magic number, protocol, sys info, the object, storage keys

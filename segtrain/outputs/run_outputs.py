@@ -18,7 +18,7 @@ from segtrain.data.folder import DataSpec, SegmentationDataset
 from segtrain.data.unlabeled import Unlabeled
 from segtrain.errors import OutputError, SegtrainError
 from segtrain.outputs.checkpoints import save_atomic
-from segtrain.outputs.run_folder import BEST_NAME, CHECKPOINT_NAME
+from segtrain.run_folder import BEST_NAME, CHECKPOINT_NAME
 from segtrain.outputs.curves import draw_curves, read_log
 from segtrain.outputs.logcsv import LogWriter
 from segtrain.outputs.mlflow_log import MlflowLog, tracking_uri

@@ -18,7 +18,7 @@ from segtrain.data.folder import too_large_to_train
 from segtrain.data.sampling import sample_position
 from segtrain.evaluation.metrics import row_scores
 from segtrain.evaluation.validation import validate
-from segtrain.outputs.run_folder import BEST_NAME, CHECKPOINT_NAME, run_folder
+from segtrain.run_folder import BEST_NAME, CHECKPOINT_NAME, run_folder
 from segtrain.outputs.run_outputs import NoOutputs, RunOutputs
 from segtrain.runtime import distributed, interrupt
 from segtrain.runtime.clock import Clock

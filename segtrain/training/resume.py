@@ -18,7 +18,7 @@ import torch
 
 from segtrain.config.recipe import FIT_KEY, RECIPE_MODELS
 from segtrain.outputs.checkpoints import read_checkpoint
-from segtrain.outputs.run_folder import CHECKPOINT_NAME, latest_run_folder, later_runs, run_folder
+from segtrain.run_folder import CHECKPOINT_NAME, latest_run_folder, later_runs, run_folder
 from segtrain.paths import from_command_line
 from segtrain.errors import CheckpointError
 

@@ -29,7 +29,7 @@ from segtrain.models.weights import Weights, resolve as resolve_weights, weights
 from segtrain.outputs.atomic import remove_stale_temps
 from segtrain.outputs.checkpoints import load_weights, read_checkpoint, training_payload
 from segtrain.outputs.logcsv import keep_rows_through
-from segtrain.outputs.run_folder import LOG_NAME, FolderLock, claim_run_folder, hold
+from segtrain.run_folder import LOG_NAME, FolderLock, claim_run_folder, hold
 from segtrain.paths import from_root
 from segtrain.runtime import cpu_threads, distributed, interrupt
 from segtrain.runtime.clock import Clock
@@ -67,7 +67,7 @@ class TrainingRun:
     clock_start: float = 0.0
     unlabeled: Unlabeled | None = None  # images without masks (training/consistency.py); None = off
     weights_source: str = ""  # where the starting weights came from (models/weights.py), for the report
-    folder_lock: FolderLock | None = None  # rank 0's hold on out_dir (outputs/run_folder.py), released at the end
+    folder_lock: FolderLock | None = None  # rank 0's hold on out_dir (run_folder.py), released at the end
 
     def start_clock(self) -> None:
         """elapsed_time counts training, not set-up; a resumed run goes on from its saved time."""
