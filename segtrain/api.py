@@ -242,14 +242,14 @@ def fetch_weights(out: PathLike, models: list[str] | None = None, *, encoder: st
     the folder `out`, for a machine without internet ("weights_dir" or SEGTRAIN_WEIGHTS there); returns
     each model's file."""
     from segtrain.config.recipe import DEFAULT_MODEL, THIN_MODEL
-    from segtrain.models.registry import MODEL_NAMES
+    from segtrain.models.registry import MODELS
     from segtrain.models.weights import fetch
     from segtrain.paths import output_folder
 
     wanted = [(name, encoder) for name in models] if models else [(DEFAULT_MODEL, None), THIN_MODEL]
     for name, _ in wanted:
-        if name not in MODEL_NAMES:
-            raise ConfigError(f"--model {name}: unknown model; known models: {', '.join(MODEL_NAMES)}.")
+        if name not in MODELS:
+            raise ConfigError(f"--model {name}: unknown model; known models: {', '.join(MODELS)}.")
     folder = output_folder(Path(out), "weights")
     return {name + (f" (encoder {chosen})" if chosen else ""): fetch(folder, name, chosen) for name, chosen in wanted}
 

@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from segtrain.config.recipe import FIT_KEY, RECIPE_MODELS
+from segtrain.config.recipe import FIT_KEY
+from segtrain.models.registry import recipe_choices
 from segtrain.errors import CheckpointError
 from segtrain.run_folder import (CHECKPOINT_NAME, claim_run_folder, clash_folder, latest_run_folder,
                                          later_runs, longest_output_dir, run_folder)
@@ -68,13 +69,13 @@ def test_resume_continues_the_named_run_and_mentions_the_later_ones(tmp_path):
 def test_resume_of_a_recipe_named_run_finds_the_model_the_recipe_chose(tmp_path):
     # A run with output_dir left open is named after the model the recipe chose; the folder with the
     # newest checkpoint is that run's, whatever the recipe would choose now.
-    older, newer = RECIPE_MODELS
+    older, newer = recipe_choices()
     a_run(run_folder(tmp_path, older), mtime=1_000_000)
     a_run(run_folder(tmp_path, newer), mtime=2_000_000)
     cfg = {"output_dir": older, FIT_KEY: ["model", "output_dir"]}
-    assert latest_run_folder(tmp_path, RECIPE_MODELS) == run_folder(tmp_path, newer)
+    assert latest_run_folder(tmp_path, recipe_choices()) == run_folder(tmp_path, newer)
     assert checkpoint_to_resume(tmp_path, cfg, "", lambda *a: None) == run_folder(tmp_path, newer) / CHECKPOINT_NAME
-    assert latest_run_folder(tmp_path / "empty", RECIPE_MODELS) is None
+    assert latest_run_folder(tmp_path / "empty", recipe_choices()) is None
 
 
 def test_a_typed_resume_path_follows_the_command_line_rule(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ from segtrain.config.load import resolve
 from segtrain.data.synthetic import write_sky_folder
 from segtrain.errors import ConfigError
 from segtrain.models import smp_models
-from segtrain.models.registry import MODEL_NAMES, build_model
+from segtrain.models.registry import MODELS, SMP, build_model, names
 from segtrain.models.weights import resolve as resolve_weights
 from test_distributed import single_process_evaluate, torchrun
 from test_resume import assert_same_state, metric_rows
@@ -41,8 +41,8 @@ def zoo_config(arch, **changes):
 
 
 def test_every_smp_architecture_but_dpt_is_registered():
-    assert set(smp_models.ARCHITECTURES) == set(smp.MODEL_ARCHITECTURES_MAPPING) - {"dpt"}
-    assert set(smp_models.ARCHITECTURES) <= set(MODEL_NAMES)
+    assert set(names(SMP)) == set(smp.MODEL_ARCHITECTURES_MAPPING) - {"dpt"}
+    assert set(names(SMP)) <= set(MODELS)
 
 
 # ONNX export (torch.export, then the ONNX translation) takes ~10 s per architecture on 2 cores, most
@@ -53,7 +53,7 @@ def test_every_smp_architecture_but_dpt_is_registered():
 ONNX_CHECKED = {"unet", "pspnet", "segformer"}
 
 
-@pytest.mark.parametrize("arch", smp_models.ARCHITECTURES)
+@pytest.mark.parametrize("arch", names(SMP))
 def test_train_and_export_each_architecture(arch, tmp_path, capsys):
     root = write_sky_folder(tmp_path / "d", n_train=8, n_valid=2, size=32, config=zoo_config(arch))
     assert main(["train", str(root)]) == 0

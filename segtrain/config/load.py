@@ -235,7 +235,7 @@ def resolve(raw: dict[str, Any], source: str = "config.list", name_max: int = NA
     """Check every key and fill every default: the run's plan, before it is fitted to the folder
     (training/setup.py fit_to_folder fits the keys listed under FIT_KEY)."""
     from segtrain.models.losses import check_loss_keys
-    from segtrain.models.registry import MODEL_NAMES  # the registry owns the list of names
+    from segtrain.models.registry import MODELS  # the registry owns the list of names
 
     _check_known(raw, source)
     cfg = {key: default for key, (default, _) in KEYS.items()}
@@ -253,7 +253,7 @@ def resolve(raw: dict[str, Any], source: str = "config.list", name_max: int = NA
         cfg[FIT_KEY] = open_keys(raw)
 
     _check_device(cfg["device"], source)
-    cfg["model"] = _model_name(cfg, source, MODEL_NAMES)
+    cfg["model"] = _model_name(cfg, source, list(MODELS))
     cfg["encoder"] = _encoder(cfg, source)
     check_loss_keys(cfg, source)
     if cfg["output_dir"] in (None, ""):
@@ -406,16 +406,17 @@ def _name_max(root: Path) -> int:
 
 def _encoder(cfg, source) -> str | None:
     from segtrain.models import smp_models
+    from segtrain.models.registry import MODELS, SMP, names
 
-    if cfg["model"] not in smp_models.ARCHITECTURES:
+    entry = MODELS[cfg["model"]]
+    if not entry.takes_encoder:
         if cfg["encoder"] is not None:
-            raise ConfigError(f"{source}: key 'encoder' applies to smp models ({', '.join(smp_models.ARCHITECTURES)}); "
+            raise ConfigError(f"{source}: key 'encoder' applies to smp models ({', '.join(names(SMP))}); "
                               f"{cfg['model']} has its backbone in its name. Remove 'encoder' or pick such a model.")
         return None
-    if cfg["encoder"] is None:
-        return smp_models.default_encoder(cfg["model"])
-    smp_models.check_encoder(cfg["encoder"], source)
-    return cfg["encoder"]
+    if cfg["encoder"] is not None:
+        smp_models.check_encoder(cfg["encoder"], source)
+    return entry.encoder(cfg["encoder"])
 
 
 def _model_name(cfg, source, names) -> str:

@@ -58,6 +58,8 @@ THIN_CLASS_SHARE = 0.05
 THIN_WIDTH = 4.0
 THIN_MAX_GROWTH = 2.0
 THIN_MODEL = ("unet", "resnet18")
+# DEFAULT_MODEL and THIN_MODEL[0] are marked recipe_choice in models/registry.py, where resume learns
+# which run folders to look for (tests/test_registry.py keeps the two in step).
 # A class of small objects (at least SMALL_CLASS_SHARE of the pixels: CamVid's poles, signs and
 # pedestrians hold 0.7-1.1%) under SMALL_WIDTH pixels wide at the CPU's input keeps LR-ASPP, but a
 # run with a time budget of at least LONG_BUDGET_S seconds gets a larger input, the side grown until
@@ -73,7 +75,6 @@ SMALL_CLASS_SHARE = 0.005
 SMALL_WIDTH = 3.0
 SMALL_MAX_GROWTH = 1.75
 LONG_BUDGET_S = 10 * 60
-RECIPE_MODELS = (DEFAULT_MODEL, THIN_MODEL[0])  # what a run with the model left open may have chosen
 # Below this share of the labelled pixels a class gets too little of a plain cross-entropy's
 # attention: Dice weighs each present class alike, median-frequency weights do so for cross-entropy.
 RARE_CLASS_SHARE = 0.02

@@ -1,1 +1,1 @@
-"""The model registry: architecture name -> network, and backbone weights."""
+"""The model registry (one entry per model), the networks it builds, backbone weights and losses."""

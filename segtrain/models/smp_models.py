@@ -16,19 +16,8 @@ from torch import nn
 
 from segtrain.errors import ConfigError
 
-# smp 0.6's architectures by their lower-case class names (smp.MODEL_ARCHITECTURES_MAPPING), less
-# DPT: it takes only timm ViT encoders ("tu-..."), which segtrain does not offer yet.
-ARCHITECTURES = ("unet", "unetplusplus", "manet", "linknet", "fpn", "pspnet", "deeplabv3", "deeplabv3plus",
-                 "pan", "upernet", "segformer")
-# smp's own default encoder: the one most of its users' results and issues are about, and ImageNet
-# weights for it are small (85 MB) and widely cached. SegFormer is defined by its Mix Transformer.
-DEFAULT_ENCODER = "resnet34"
-DEFAULT_ENCODERS = {"segformer": "mit_b0"}
 # Every encoder of depth 5 reduces by 32; padding to a multiple of it fits every decoder's skips.
 MULTIPLE = 32
-# PAN's feature pyramid attention pools the stride-16 features three more times: below 128 px
-# nothing is left to pool.
-MIN_SIZE = {"pan": 128}
 INSTALL_HINT = "pip install 'segmentation-models-pytorch>=0.5,<0.7'"
 
 
@@ -43,10 +32,6 @@ def _smp():
 def encoder_names() -> list[str]:
     """smp's own encoders; its deprecated "timm-" aliases are left out (they warn on every build)."""
     return [name for name in _smp().encoders.get_encoder_names() if not name.startswith("timm-")]
-
-
-def default_encoder(arch: str) -> str:
-    return DEFAULT_ENCODERS.get(arch, DEFAULT_ENCODER)
 
 
 def check_encoder(encoder: str, source: str) -> None:
@@ -82,15 +67,17 @@ class SmpSegmentation(nn.Module):
         return {"out": self.net(x)[:, :, :h, :w]}
 
 
-def build(arch: str, encoder: str, num_classes: int, weights_file: str | None) -> nn.Module:
-    """weights_file: the encoder's ImageNet weights (safetensors) from `weights.resolve`."""
+def build(arch: str, encoder: str, num_classes: int, weights_file: str | None, min_side: int,
+          default_encoder: str) -> nn.Module:
+    """The architecture of a registry entry (models/registry.py: its min_side and default_encoder)
+    on `encoder`; weights_file: the encoder's ImageNet weights (safetensors) from `weights.resolve`."""
     smp = _smp()
     try:
         net = smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=num_classes)
     except (ValueError, KeyError, AssertionError, TypeError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"model {arch} cannot use encoder {encoder!r} ({reason}); choose another \"encoder\", "
-                          f"e.g. {default_encoder(arch)!r}.") from None
+                          f"e.g. {default_encoder!r}.") from None
     if weights_file is not None:
         from safetensors.torch import load_file
 
@@ -102,7 +89,7 @@ def build(arch: str, encoder: str, num_classes: int, weights_file: str | None) -
             raise ConfigError(f"{weights_file}: not ImageNet weights for encoder {encoder} "
                               f"({type(e).__name__}); delete it to fetch them again, or set "
                               "\"pretrained_backbone\": false.") from None
-    return SmpSegmentation(net, MULTIPLE, MIN_SIZE.get(arch, 0))
+    return SmpSegmentation(net, MULTIPLE, min_side)
 
 
 def imagenet_weights(encoder: str) -> tuple[str, str] | None:

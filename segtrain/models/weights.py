@@ -24,7 +24,7 @@ import torch
 
 from segtrain.errors import ConfigError
 from segtrain.models import smp_models
-from segtrain.models.registry import REGISTRY
+from segtrain.models.registry import MODELS
 
 ENVIRONMENT = "SEGTRAIN_WEIGHTS"
 TORCHVISION_FOLDER = "checkpoints"
@@ -69,9 +69,10 @@ def resolve(name: str, encoder: str | None, wanted: bool | None, folder: Path | 
     False = none)."""
     if wanted is False:
         return Weights(None, NONE + ' ("pretrained_backbone": false)')
-    if name in smp_models.ARCHITECTURES:
-        return _resolve_encoder(name, encoder or smp_models.default_encoder(name), wanted, folder, log)
-    return _resolve_torchvision(name, wanted, folder, log)
+    entry = MODELS[name]
+    if entry.takes_encoder:
+        return _resolve_encoder(name, entry.encoder(encoder), wanted, folder, log)
+    return _resolve_torchvision(name, entry.imagenet_url, wanted, folder, log)
 
 
 def _missing(name: str, encoder: str | None, wanted: bool | None, why: str, log) -> Weights:
@@ -83,19 +84,18 @@ def _missing(name: str, encoder: str | None, wanted: bool | None, why: str, log)
     return Weights(None, f"{NONE} ({why})")
 
 
-def _resolve_torchvision(name: str, wanted: bool | None, folder: Path | None, log) -> Weights:
-    weights = REGISTRY[name][1].DEFAULT
+def _resolve_torchvision(name: str, url: str, wanted: bool | None, folder: Path | None, log) -> Weights:
     if folder is not None:
-        path = folder / TORCHVISION_FOLDER / os.path.basename(weights.url)
+        path = folder / TORCHVISION_FOLDER / os.path.basename(url)
         if not path.is_file():
             return _missing(name, None, wanted, f"the weights folder {folder} has no ImageNet weights for {name} "
                             f"({path.name})", log)
         return Weights(path, f"ImageNet weights from the weights folder ({path})")
-    cache = Path(torch.hub.get_dir()) / TORCHVISION_FOLDER / os.path.basename(weights.url)
+    cache = Path(torch.hub.get_dir()) / TORCHVISION_FOLDER / os.path.basename(url)
     if cache.is_file():
         return Weights(cache, f"ImageNet weights from torch's cache ({cache})")
     try:
-        download_torchvision(weights.url, cache)
+        download_torchvision(url, cache)
     except Exception as e:  # offline, proxy, DNS: all mean "not available here"
         return _missing(name, None, wanted, f"no ImageNet weights for {name} (offline? {type(e).__name__}; "
                         f"nothing at {cache})", log)
@@ -143,8 +143,9 @@ def _resolve_encoder(name: str, encoder: str, wanted: bool | None, folder: Path 
 
 def fetch(folder: Path, name: str, encoder: str | None = None, log=print) -> Path:
     """Into a weights folder, for `segtrain weights`: the file `resolve` will read from it."""
-    if name in smp_models.ARCHITECTURES:
-        encoder = encoder or smp_models.default_encoder(name)
+    entry = MODELS[name]
+    if entry.takes_encoder:
+        encoder = entry.encoder(encoder)
         source = smp_models.imagenet_weights(encoder)
         if source is None:
             raise ConfigError(f"--encoder {encoder}: segmentation_models_pytorch has no ImageNet weights for it; "
@@ -157,7 +158,7 @@ def fetch(folder: Path, name: str, encoder: str | None = None, log=print) -> Pat
         except Exception as e:
             raise ConfigError(f"could not download ImageNet weights for encoder {encoder} from Hugging Face repo "
                               f"{repo} ({type(e).__name__}); this command needs internet.") from None
-    url = REGISTRY[name][1].DEFAULT.url
+    url = entry.imagenet_url
     path = folder / TORCHVISION_FOLDER / os.path.basename(url)
     if not path.is_file():
         try:

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segtrain.config.recipe import FIT_KEY, RECIPE_MODELS
+from segtrain.config.recipe import FIT_KEY
+from segtrain.models.registry import recipe_choices
 from segtrain.outputs.checkpoints import read_checkpoint
 from segtrain.run_folder import CHECKPOINT_NAME, latest_run_folder, later_runs, run_folder
 from segtrain.paths import from_command_line
@@ -70,7 +71,7 @@ def checkpoint_to_resume(root: Path, cfg: dict, given: str, log=print) -> Path:
     folder = run_folder(root, cfg["output_dir"])
     if "output_dir" in cfg.get(FIT_KEY, ()):
         # Named after the model the recipe chose when the run began, which resume is to restore.
-        folder = latest_run_folder(root, RECIPE_MODELS) or folder
+        folder = latest_run_folder(root, recipe_choices()) or folder
     path = folder / CHECKPOINT_NAME
     later = later_runs(folder)
     names = ", ".join(run.name for run in later)

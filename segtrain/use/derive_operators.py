@@ -48,9 +48,9 @@ def fresh_model(name: str, size: int, encoder: str | None = None):
 
 
 def export_size(name: str) -> int:
-    from segtrain.models.smp_models import MIN_SIZE
+    from segtrain.models.registry import MODELS
 
-    return max(64, MIN_SIZE.get(name, 0))
+    return max(64, MODELS[name].min_side)
 
 
 def write_exports(name: str, folder: Path, encoder: str | None = None, size: int | None = None) -> list[Path]:
@@ -93,12 +93,11 @@ def combinations() -> list[tuple[str, str | None, int]]:
     every registry model; U-Net with each encoder family; every smp architecture with mobilenet_v2
     (the light edge encoder: a decoder's operators can depend on its encoder); PAN also below its
     128 px minimum, where the model pads its input (aten::rsub)."""
-    from segtrain.models.registry import MODEL_NAMES
-    from segtrain.models.smp_models import ARCHITECTURES, MIN_SIZE
+    from segtrain.models.registry import MODELS, SMP, names
 
-    pairs = [(name, None) for name in MODEL_NAMES] + [("unet", encoder) for encoder in ENCODER_FAMILIES]
-    pairs += [(arch, "mobilenet_v2") for arch in ARCHITECTURES if (arch, "mobilenet_v2") not in pairs]
-    padded = [(name, encoder, 32) for name, encoder in pairs if name in MIN_SIZE and encoder in (None, "mobilenet_v2")]
+    pairs = [(name, None) for name in MODELS] + [("unet", encoder) for encoder in ENCODER_FAMILIES]
+    pairs += [(arch, "mobilenet_v2") for arch in names(SMP) if (arch, "mobilenet_v2") not in pairs]
+    padded = [(name, encoder, 32) for name, encoder in pairs if MODELS[name].min_side and encoder in (None, "mobilenet_v2")]
     return [(name, encoder, export_size(name)) for name, encoder in pairs] + padded
 
 

@@ -20,7 +20,7 @@ from segtrain.data.folder import eval_input
 from segtrain.errors import CheckpointError
 from segtrain.evaluation.inference import model_size_logits, native_logits, use_channels_last
 from segtrain.evaluation.resize import class_mask
-from segtrain.models.registry import MODEL_NAMES, build_model
+from segtrain.models.registry import MODELS, build_model
 from segtrain.runtime.device import select_device
 from segtrain.use.model_facts import checkpoint_facts
 from segtrain.data.transforms import eval_transform
@@ -77,7 +77,7 @@ def load_trained(path: Path, device: str = "auto", log=print) -> TrainedModel:
     path = Path(path)
     ckpt = read_checkpoint(path)
     arch, names, cfg = ckpt.get("arch"), ckpt.get("class_names"), ckpt.get("config")
-    if arch not in MODEL_NAMES or not names or not isinstance(cfg, dict):
+    if arch not in MODELS or not names or not isinstance(cfg, dict):
         raise CheckpointError(
             f"{path}: does not say which model and classes it holds (not written by segtrain train). "
             "Use a MODEL-*/model_best.pth.tar or checkpoint.pth.tar of a segtrain run, or train from this "
