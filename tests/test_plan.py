@@ -25,9 +25,11 @@ def test_a_plan_cannot_be_written_and_hands_out_copies():
     assert changed["lr"] == 0.5 and plan["lr"] != 0.5  # a new plan; this one is unchanged
 
 
-def test_time_budget_is_parsed_once_into_seconds():
+def test_the_plan_holds_its_facts_parsed_once():
     assert resolve({"time_budget": "1h30m"}).budget_seconds == 5400
     assert resolve({}).budget_seconds is None
+    unet = resolve({"model": "unet"})
+    assert unet.model_entry.name == "unet" and unet["encoder"] == unet.model_entry.encoder()
 
 
 def test_training_reads_the_plan_and_stores_the_fitted_one_once(tmp_path):

@@ -60,6 +60,14 @@ class Plan(Mapping[str, Any]):
         return copy.deepcopy(self._values)
 
     @property
+    def model_entry(self):
+        """The registry's entry of the plan's model (models/registry.py): how to build it, its
+        aux head, its smallest input, its default encoder."""
+        from segtrain.models.registry import MODELS
+
+        return MODELS[self._values["model"]]
+
+    @property
     def input_size(self) -> tuple[int, int] | None:
         """(height, width) of the model's input; None = each image's native size."""
         size = self._values["image_size"]

@@ -24,7 +24,6 @@ from segtrain.data.transforms import MEAN, STD
 from segtrain.data.unlabeled import Unlabeled, find_unlabeled
 from segtrain.evaluation.inference import use_channels_last
 from segtrain.models.losses import build_loss, fitted_class_weights
-from segtrain.models.registry import build_model
 from segtrain.models.weights import Weights, resolve as resolve_weights, weights_folder
 from segtrain.outputs.atomic import remove_stale_temps
 from segtrain.outputs.checkpoints import load_weights, read_checkpoint, training_payload
@@ -115,7 +114,7 @@ def build_model_for_run(root: Path, plan: Plan, class_names: list[str], device: 
     else:
         folder = weights_folder(plan["weights_dir"] and str(from_root(plan["weights_dir"], root)))
         backbone_weights = resolve_weights(plan["model"], plan["encoder"], pretrained_backbone, folder, log)
-    model = build_model(plan["model"], n_classes, plan["aux_loss"], backbone_weights.file, plan["encoder"])
+    model = plan.model_entry.build(n_classes, plan["aux_loss"], backbone_weights.file, plan["encoder"])
     if pretrained:
         path = from_root(pretrained, root)
         ckpt = read_checkpoint(path)
