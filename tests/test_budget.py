@@ -85,6 +85,10 @@ def test_run_ends_on_time_with_the_schedule_complete(tmp_path, monkeypatch, caps
     assert ckpt["config"]["max_iteration"] == 6 and ckpt["config"]["interval_validate"] is None
     validations = [int(r["iteration"]) for r in rows if r["valid/loss"]]
     assert len(validations) >= 3 and validations[0] == 0 and validations[-1] == planned
+    # The report shows the plan (max_iteration 6 of the config) and the schedule the budget made of it.
+    report = (folder / "report.html").read_text()
+    every = ckpt["schedule"]["interval_validate"]
+    assert f"schedule: 27 iterations, validation every {every}, planned by time_budget &#x27;40s&#x27;" in report
 
 
 def test_resume_continues_the_saved_plan_exactly(tmp_path, monkeypatch, capsys):

@@ -96,6 +96,16 @@ class RunOutputs:
         if self.tensorboard is not None:
             self.tensorboard.unlabeled_step(iteration, loss, confident)
 
+    def schedule_note(self) -> list[str]:
+        """The run's length when a time budget planned it: the configuration below shows the plan,
+        in which the budget left max_iteration and interval_validate to it."""
+        record = self.schedule.time_plan
+        if record is None or "planned_at" not in record:
+            return []
+        return [f"schedule: {self.schedule.max_iteration} iterations, validation every "
+                f"{self.schedule.interval_validate}, planned by time_budget {self.cfg['time_budget']!r} from the "
+                f"measured speed ({1 / record['seconds_per_step']:.3g} it/s)"]
+
     def unlabeled_note(self) -> list[str]:
         if self.unlabeled is None:
             return []
@@ -165,7 +175,8 @@ class RunOutputs:
                 run_name=self.out_dir.name, config=self.cfg, class_names=self.spec.class_names,
                 class_colors=self.colors, dataset=dataset_summary(self.spec), iteration=iteration,
                 max_iteration=self.schedule.max_iteration, best=self.best, latest=latest, curves_png=curves,
-                visualization=viz, notes=[f"starting weights: {self.weights_source}"] + self.unlabeled_note(),
+                visualization=viz,
+                notes=[f"starting weights: {self.weights_source}"] + self.schedule_note() + self.unlabeled_note(),
                 recheck=self.recheck))
         except (OSError, OutputError) as e:
             if not self.drawing_failed:  # say it once, not at every validation of a long run
