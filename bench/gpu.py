@@ -22,7 +22,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from segtrain.config.load import resolve
 from segtrain.models.losses import build_loss
 from segtrain.models.registry import build_model
-from segtrain.training.optimization import make_optimizer, make_scaler, make_schedule
+from segtrain.training.optimization import make_optimizer, make_scaler
+from segtrain.training.schedule import Schedule
 from segtrain.training.step import Stepper
 
 VARIANTS = {  # name -> (amp, channels_last, compile)
@@ -62,7 +63,7 @@ def setup(name, variant, size, batch, device):
     # The optimizer training builds (fused kernels where PyTorch has them; before 2026-11-26 this
     # benchmark used PyTorch's per-parameter SGD loop).
     optimizer = make_optimizer(model, {**cfg, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0})
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, make_schedule(cfg))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, Schedule.of_plan(cfg).factor)
     scaler = make_scaler(amp, device)
     pin = device.type == "cuda"
     images = torch.randn(batch, 3, size, size)

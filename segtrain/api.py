@@ -60,7 +60,7 @@ class Run:
 
     @classmethod
     def read(cls, folder: PathLike) -> Run:
-        from segtrain.outputs.run_folder import BEST_NAME, CHECKPOINT_NAME
+        from segtrain.run_folder import BEST_NAME, CHECKPOINT_NAME
 
         folder = Path(folder).absolute()  # still right after a notebook changes its directory
         history = tuple(read_rows(folder / "log.csv"))
@@ -197,19 +197,19 @@ def check(root: PathLike, overrides: Mapping[str, Any] | None = None, *, config:
           image_type: str = "auto", log: Log = print) -> None:
     """`segtrain check`: log the dataset report of ROOT, judged with the config train would use (fitted
     to the folder by train's own fit_to_folder); raises DatasetError when it finds problems."""
-    from segtrain.data.check import check_folder
+    from segtrain.training.check import check_folder
     from segtrain.runtime.device import select_device
     from segtrain.training.setup import fit_to_folder
 
     root = Path(root)
     cfg, class_names = run_config(root, _path(config), _set_arguments(overrides), image_type)
     fit = fit_to_folder(root, cfg, class_names, select_device(cfg["device"], log).type, None, log)
-    check_folder(fit.spec, cfg, log)
+    check_folder(fit.spec, fit.plan, log)
 
 
 def init(root: PathLike, *, log: Log = print) -> None:
     """`segtrain init`: write a starter config.list (and class_names.list) for ROOT; existing files are kept."""
-    from segtrain.data.starter import plan, write_starter
+    from segtrain.config.starter import plan, write_starter
 
     write_starter(plan(Path(root)), log=log)
 
@@ -220,7 +220,7 @@ def download(name: str, dest: PathLike, *, url: str | None = None, archive: Path
     config.list naming its classes; returns its folder."""
     from segtrain.config.presets import PRESETS
     from segtrain.data.download import fetch_dataset
-    from segtrain.data.starter import plan, write_starter
+    from segtrain.config.starter import plan, write_starter
 
     dest = Path(dest)
     dataset = fetch_dataset(name, dest, url=url, archive=_path(archive), log=log)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from segtrain.errors import OutputError
-from segtrain.outputs.run_folder import BEST_NAME, CHECKPOINT_NAME, LOG_NAME
+from segtrain.run_folder import BEST_NAME, CHECKPOINT_NAME, LOG_NAME
 
 
 def from_root(given: str | Path, root: Path) -> Path:
@@ -46,7 +46,7 @@ def _file_above(path: Path) -> Path | None:
     return None
 
 
-# What no output may replace: a run's checkpoints and log (outputs/run_folder.py names them), a
+# What no output may replace: a run's checkpoints and log (run_folder.py names them), a
 # data folder's lists, any checkpoint. Checked on the name as given and on the file it resolves to.
 RUN_FILES = (CHECKPOINT_NAME, BEST_NAME, LOG_NAME)
 DATA_LISTS = ("class_names.list", "class_colors.list", "config.list")

@@ -108,7 +108,7 @@ def save_fresh_checkpoint(path: Path, model: str, image_size=32, class_names=("s
     torch.manual_seed(seed)
     cfg = resolve({"model": model, "image_size": image_size, "batch_size": 2, "pretrained_backbone": False, **config})
     net = build_model(model, len(class_names))
-    save_atomic({"arch": model, "model_state_dict": net.state_dict(), "config": cfg, "class_names": list(class_names),
+    save_atomic({"arch": model, "model_state_dict": net.state_dict(), "config": cfg.as_dict(), "class_names": list(class_names),
                  "class_colors": voc_colormap(len(class_names)), "normalization": {"mean": list(MEAN), "std": list(STD)}},
                 path)
     return path

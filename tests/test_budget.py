@@ -13,8 +13,8 @@ from segtrain import api
 from segtrain.config.load import parse_overrides
 from segtrain.data.synthetic import write_sky_folder
 from segtrain.errors import ConfigError
-from segtrain.training.budget import budget_seconds, describe_budget
-from segtrain.training.optimization import lr_factor
+from segtrain.config.time_budget import budget_seconds, describe_budget
+from segtrain.training.schedule import Schedule
 from simulated_time import SimulatedTime
 from test_resume import assert_same_state
 
@@ -76,18 +76,25 @@ def test_run_ends_on_time_with_the_schedule_complete(tmp_path, monkeypatch, caps
     folder = root / "MODEL-tiny"
     rows = log_rows(folder)
     ckpt = torch.load(folder / "checkpoint.pth.tar", weights_only=True)
-    planned = ckpt["config"]["max_iteration"]
+    schedule = Schedule.saved(ckpt)
+    planned = schedule.max_iteration
     assert planned == 27 and ckpt["iteration"] == planned == int(rows[-1]["iteration"]) == len(clock.lrs)
     # The last step ran at the poly schedule's end, not cut off on the way down.
-    assert clock.lrs[-1] == 0.02 * lr_factor(ckpt["config"], planned - 1) < 0.02 * 0.1
+    assert clock.lrs[-1] == 0.02 * schedule.factor(planned - 1) < 0.02 * 0.1
+    # The plan is what the config said: the budget changed the schedule, not the plan.
+    assert ckpt["config"]["max_iteration"] == 6 and ckpt["config"]["interval_validate"] is None
     validations = [int(r["iteration"]) for r in rows if r["valid/loss"]]
     assert len(validations) >= 3 and validations[0] == 0 and validations[-1] == planned
+    # The report shows the plan (max_iteration 6 of the config) and the schedule the budget made of it.
+    report = (folder / "report.html").read_text()
+    every = ckpt["schedule"]["interval_validate"]
+    assert f"schedule: 27 iterations, validation every {every}, planned by time_budget &#x27;40s&#x27;" in report
 
 
 def test_resume_continues_the_saved_plan_exactly(tmp_path, monkeypatch, capsys):
     root = budget_root(tmp_path / "data", "40s")
     train(root, stop_after=12, clock=SimulatedTime(monkeypatch, step=1.0))  # planned after 10 steps
-    saved = torch.load(root / "MODEL-tiny" / "checkpoint.pth.tar", weights_only=True)["config"]
+    saved = torch.load(root / "MODEL-tiny" / "checkpoint.pth.tar", weights_only=True)["schedule"]
     assert saved["time_plan"]["planned_at"] == 10 and saved["max_iteration"] > 20
     other = shutil.copytree(root, tmp_path / "other")
     capsys.readouterr()
@@ -98,8 +105,8 @@ def test_resume_continues_the_saved_plan_exactly(tmp_path, monkeypatch, capsys):
     train(other, resume="", clock=SimulatedTime(monkeypatch, step=3.0))
     assert_same_state(root / "MODEL-tiny" / "checkpoint.pth.tar", other / "MODEL-tiny" / "checkpoint.pth.tar")
     final = torch.load(root / "MODEL-tiny" / "checkpoint.pth.tar", weights_only=True)
-    assert final["iteration"] == final["config"]["max_iteration"] == saved["max_iteration"]
-    assert final["config"]["interval_validate"] == saved["interval_validate"]
+    assert final["iteration"] == final["schedule"]["max_iteration"] == saved["max_iteration"]
+    assert final["schedule"]["interval_validate"] == saved["interval_validate"]
 
 
 def test_an_audit_over_a_quarter_of_the_budget_is_left_out(tmp_path, monkeypatch, capsys):

@@ -9,8 +9,7 @@ import torch
 
 from segtrain.config.load import resolve
 from segtrain.config.recipe import written_out
-from segtrain.training.budget import PLAN_KEY, UNPLANNED
-from segtrain.training.optimization import DECAY_KEY, lr_factor, move_end, poly_factor
+from segtrain.training.schedule import UNPLANNED, Schedule, poly_factor
 from simulated_time import SimulatedTime
 from test_budget import budget_root, train
 from test_resume import assert_same_state
@@ -35,24 +34,26 @@ def test_poly_from_the_start_is_the_plain_schedule():
 def test_moving_the_end_continues_the_decay(ends):
     """Each new end, later or earlier, is set at the next iteration: the factor goes on down from
     where it was, and the last step of the last end runs at that end's smallest factor."""
-    cfg = {"lr_schedule": "poly", "max_iteration": ends[0]}
+    schedule = Schedule("poly", ends[0], 10)
     factors, it = [], 0
     for end in ends[1:]:
-        factors += [lr_factor(cfg, i) for i in range(it, it + 10)]
+        factors += [schedule.factor(i) for i in range(it, it + 10)]
         it += 10
-        before = dict(cfg)
-        move_end(cfg, it, end)
-        assert cfg["max_iteration"] == end and lr_factor(cfg, it) == lr_factor(before, it)  # no jump
-    factors += [lr_factor(cfg, i) for i in range(it, cfg["max_iteration"])]
+        before = Schedule.saved({"schedule": schedule.state()})
+        schedule.move_end(it, end)
+        assert schedule.max_iteration == end and schedule.factor(it) == before.factor(it)  # no jump
+    factors += [schedule.factor(i) for i in range(it, schedule.max_iteration)]
     assert_never_rises(factors)
-    start, factor = cfg[DECAY_KEY]
-    assert factors[-1] == pytest.approx(factor * (1 / (cfg["max_iteration"] - start)) ** 0.9, rel=1e-12)
+    start, factor = schedule.decay_from
+    assert factors[-1] == pytest.approx(factor * (1 / (schedule.max_iteration - start)) ** 0.9, rel=1e-12)
 
 
 def test_keys_that_init_writes_leave_the_plan_to_the_budget():
-    cfg = resolve({**written_out(), "time_budget": "2m"}, "config.list")
-    assert cfg["interval_validate"] == cfg["max_iteration"] == UNPLANNED
-    assert cfg[PLAN_KEY] == {"replaced_max_iteration": written_out()["max_iteration"], "interval_given": False}
+    plan = resolve({**written_out(), "time_budget": "2m"}, "config.list")
+    assert plan["interval_validate"] is None and plan["max_iteration"] == written_out()["max_iteration"]
+    schedule = Schedule.of_plan(plan)
+    assert schedule.interval_validate == schedule.max_iteration == UNPLANNED and not schedule.planned
+    assert schedule.time_plan == {"replaced_max_iteration": written_out()["max_iteration"], "interval_given": False}
 
 
 @pytest.mark.parametrize("before, after", [(1.5, 1.0), (1.0, 1.5)], ids=["quieter", "busier"])
@@ -63,12 +64,12 @@ def test_a_replan_never_raises_the_lr(tmp_path, monkeypatch, capsys, before, aft
     clock = SimulatedTime(monkeypatch, startup=4.0, step=lambda it: before if it < 10 else after, audit=6.0)
     train(root, clock=clock)
     out = capsys.readouterr().out
-    cfg = torch.load(root / "MODEL-tiny" / "checkpoint.pth.tar", weights_only=True)["config"]
+    schedule = Schedule.saved(torch.load(root / "MODEL-tiny" / "checkpoint.pth.tar", weights_only=True))
     assert "instead of" in out
-    assert (cfg["max_iteration"] > first_plan(out)) == (before > after)
+    assert (schedule.max_iteration > first_plan(out)) == (before > after)
     assert_never_rises(clock.lrs)
-    assert len(clock.lrs) == cfg["max_iteration"]
-    assert clock.lrs[-1] == 0.02 * lr_factor(cfg, cfg["max_iteration"] - 1) < 0.02 * 0.2
+    assert len(clock.lrs) == schedule.max_iteration
+    assert clock.lrs[-1] == 0.02 * schedule.factor(schedule.max_iteration - 1) < 0.02 * 0.2
     assert 40 <= clock.t <= 45  # start-up to audit: the whole command
 
 
@@ -92,7 +93,7 @@ def test_resume_after_a_replan_repeats_the_uninterrupted_run_bit_for_bit(tmp_pat
     root = budget_root(tmp_path / "data", "60s")
     before = clock()  # a clock is the run's from when it is made (it replaces the last one's timing)
     train(root, stop_after=22, clock=before)
-    assert torch.load(root / "MODEL-tiny" / "checkpoint.pth.tar", weights_only=True)["config"][DECAY_KEY][0] == 21
+    assert torch.load(root / "MODEL-tiny" / "checkpoint.pth.tar", weights_only=True)["schedule"]["decay_from"][0] == 21
     after = clock()
     train(root, resume="", clock=after)
     assert before.lrs + after.lrs == uninterrupted.lrs  # floats compared exactly

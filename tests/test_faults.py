@@ -100,7 +100,7 @@ def test_read_only_data_folder_is_a_clear_error(root, capsys):
 
 
 def test_runs_started_at_once_get_a_folder_each(tmp_path, monkeypatch):
-    from segtrain.outputs.run_folder import claim_run_folder
+    from segtrain.run_folder import claim_run_folder
 
     # Both runs look for MODEL-tiny before either creates it: the race of two commands started at once.
     both_looked = threading.Barrier(2, timeout=10)

@@ -1,5 +1,5 @@
 """No command overwrites what it reads or what a run or a data set holds (paths.refuse_replacing);
-one run at a time trains in a folder (outputs/run_folder.py hold); a run that fails in set-up
+one run at a time trains in a folder (run_folder.py hold); a run that fails in set-up
 creates nothing; `check` judges the config that `train` fits (training/setup.py fit_to_folder)."""
 
 import hashlib
@@ -17,7 +17,7 @@ from PIL import Image
 from conftest import run_cli, tiny_config, write_config
 from segtrain.cli import main
 from segtrain.data.synthetic import write_sky_folder
-from segtrain.outputs.run_folder import FolderBusy, hold
+from segtrain.run_folder import FolderBusy, hold
 
 CKPT = Path("MODEL-tiny") / "model_best.pth.tar"
 LOG = Path("MODEL-tiny") / "log.csv"
@@ -193,7 +193,7 @@ def test_an_output_never_replaces_an_input_or_a_run_or_data_file(data, case):
 
 # --- one run at a time in a folder -------------------------------------------------------------
 
-HOLDER = ("import sys\nfrom segtrain.outputs.run_folder import hold\nhold(sys.argv[1])\n"
+HOLDER = ("import sys\nfrom segtrain.run_folder import hold\nhold(sys.argv[1])\n"
           "print('held', flush=True)\nsys.stdin.read()\n")
 
 

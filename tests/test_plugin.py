@@ -23,8 +23,8 @@ from conftest import VALID_SIZES, run_cli, save_fresh_checkpoint
 from plugin_env import node_env, node_venv, run_app
 from segtrain.data.synthetic import sky_sample
 from segtrain.errors import ConfigError
-from segtrain.plugin.app.measure import coverage
-from segtrain.plugin.app.model import sha256_of
+from segtrain.edge_app.measure import coverage
+from segtrain.edge_app.model import sha256_of
 from segtrain.plugin.build import APP, make_plugin, topic_names
 from segtrain.use.predict import predict
 

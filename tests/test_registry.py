@@ -10,7 +10,7 @@ from segtrain.errors import ConfigError
 from segtrain.models.registry import MODELS, build_model, names, recipe_choices
 from segtrain.models.smp_models import MULTIPLE
 from segtrain.models.weights import resolve as resolve_weights
-from segtrain.outputs.run_folder import CHECKPOINT_NAME
+from segtrain.run_folder import CHECKPOINT_NAME
 from segtrain.training.resume import checkpoint_to_resume
 
 

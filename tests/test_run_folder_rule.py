@@ -1,4 +1,4 @@
-"""The run folder's one rule (outputs/run_folder.py) on a real file system: the "-N" of a name an
+"""The run folder's one rule (run_folder.py) on a real file system: the "-N" of a name an
 earlier run holds, --resume finding a run's folder, and the longest output_dir that still fits."""
 
 import errno
@@ -9,7 +9,7 @@ import pytest
 from segtrain.config.recipe import FIT_KEY
 from segtrain.models.registry import recipe_choices
 from segtrain.errors import CheckpointError
-from segtrain.outputs.run_folder import (CHECKPOINT_NAME, claim_run_folder, clash_folder, latest_run_folder,
+from segtrain.run_folder import (CHECKPOINT_NAME, claim_run_folder, clash_folder, latest_run_folder,
                                          later_runs, longest_output_dir, run_folder)
 from segtrain.training.resume import checkpoint_to_resume
 

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from segtrain.config import user_json
+from segtrain.config.plan import Plan
+from segtrain.config.time_budget import budget_seconds
 from segtrain.config.user_json import MAX_JSON_BYTES
 from segtrain.errors import ConfigError
-from segtrain.outputs.run_folder import RUN_FOLDER_PREFIX, longest_output_dir
+from segtrain.run_folder import RUN_FOLDER_PREFIX, longest_output_dir
 from segtrain.textfiles import read_user_text
 
 from segtrain.config.recipe import (DEFAULT_BATCH_SIZE, DEFAULT_IMAGE_SIZE, DEFAULT_INTERVAL_VALIDATE, DEFAULT_LR,
@@ -106,7 +108,7 @@ MAX_SEED = 2**32 - 1
 # libgomp ask for 216 GB and abort the process).
 MAX_THREADS = 1024
 # File names are at most 255 bytes on the usual file systems (ext4, XFS, APFS, NTFS); the run
-# folder's name (outputs/run_folder.py) must fit.
+# folder's name (run_folder.py) must fit.
 NAME_MAX = 255
 # The model's input side: a batch of 8 at 8192 x 8192 is 6 GB of input alone, and the activations
 # of any registry model are tens of times more; at 60000 a file could make predict ask for 43 GB.
@@ -229,11 +231,11 @@ def with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
     return {**{key: default for key, (default, _) in KEYS.items()}, **saved}
 
 
-def resolve(raw: dict[str, Any], source: str = "config.list", name_max: int = NAME_MAX) -> dict[str, Any]:
-    """Check every key and fill every default; the result holds only JSON-able built-ins."""
+def resolve(raw: dict[str, Any], source: str = "config.list", name_max: int = NAME_MAX) -> Plan:
+    """Check every key and fill every default: the run's plan, before it is fitted to the folder
+    (training/setup.py fit_to_folder fits the keys listed under FIT_KEY)."""
     from segtrain.models.losses import check_loss_keys
     from segtrain.models.registry import MODELS  # the registry owns the list of names
-    from segtrain.training.budget import resolve_budget
 
     _check_known(raw, source)
     cfg = {key: default for key, (default, _) in KEYS.items()}
@@ -241,7 +243,11 @@ def resolve(raw: dict[str, Any], source: str = "config.list", name_max: int = NA
 
     _check_numbers(cfg, source)
     _check_flags(cfg, source)
-    resolve_budget(cfg, raw, source)
+    if budget_seconds(cfg["time_budget"], source) is not None:
+        # The budget plans the run's length, and its validations unless the config sets them
+        # (training/schedule.py): null says so, a number is the config's own choice.
+        for key in ("max_iteration", "interval_validate"):
+            cfg[key] = cfg[key] if key in raw else None
     _resolve_recipe(cfg, "image_size" in raw, source)
     if open_keys(raw):  # chosen from the folder when training starts (recipe.fit_recipe)
         cfg[FIT_KEY] = open_keys(raw)
@@ -259,7 +265,7 @@ def resolve(raw: dict[str, Any], source: str = "config.list", name_max: int = NA
         raise ConfigError(f"{source}: key 'void_class' must be the name of a class in class_names.list, or null.")
     if cfg["weights_dir"] is not None and not (isinstance(cfg["weights_dir"], str) and cfg["weights_dir"]):
         raise ConfigError(f"{source}: key 'weights_dir' must be a folder path string or null.")
-    return cfg
+    return Plan(cfg)
 
 
 
@@ -299,8 +305,9 @@ def _check_device(device, source: str) -> None:
 
 
 def _check_numbers(cfg: dict, source: str) -> None:
-    _number(cfg, "max_iteration", source, integer=True, minimum=1)
-    _number(cfg, "interval_validate", source, integer=True, minimum=1)
+    for key in ("max_iteration", "interval_validate"):
+        if cfg[key] is not None or cfg["time_budget"] is None:  # null: planned by the time budget
+            _number(cfg, key, source, integer=True, minimum=1)
     _number(cfg, "batch_size", source, integer=True, minimum=1)
     _number(cfg, "n_workers", source, integer=True, minimum=0)
     _number(cfg, "seed", source, integer=True, minimum=0, maximum=MAX_SEED)
@@ -441,7 +448,7 @@ def _model_name(cfg, source, names) -> str:
 
 def load_config(root: Path, config_path: Path | None, overrides: list[str] | None = None,
                 preset_defaults: dict[str, Any] | None = None,
-                missing_hint: str = MISSING_CONFIG_HINT) -> dict[str, Any]:
+                missing_hint: str = MISSING_CONFIG_HINT) -> Plan:
     """The config of a run: preset defaults, under config_path (or ROOT/config.list when present),
     under --set overrides. missing_hint replaces the advice given when config_path does not exist."""
     source = "defaults"
@@ -463,8 +470,8 @@ def describe_keys() -> str:
 
 
 def run_config(root: Path, config: Path | None, overrides: list[str], image_type: str = "auto",
-               missing_hint: str = MISSING_CONFIG_HINT) -> tuple[dict[str, Any], list[str] | None]:
-    """The resolved config of a command on ROOT, and the preset's class names (None when the
+               missing_hint: str = MISSING_CONFIG_HINT) -> tuple[Plan, list[str] | None]:
+    """The plan of a command on ROOT, and the preset's class names (None when the
     folder has its own class_names.list, which wins). --config is looked up as typed, then in ROOT."""
     from segtrain.config.presets import preset
     from segtrain.paths import from_command_line

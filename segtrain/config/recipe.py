@@ -123,28 +123,27 @@ def gpu_workers() -> int:
     return max(CPU_WORKERS, min(GPU_WORKERS_MAX, available_cores() - 1))
 
 
-def fit_recipe(cfg: dict, spec, device_type: str, saved: dict | None = None, log=print) -> None:
-    """Fill cfg's open keys (cfg[FIT_KEY]) from the folder's fingerprint and say why. A resumed run
-    (`saved`: its checkpoint's config) keeps the values it trained with, also those of a run
-    started before the recipe was fitted."""
-    keys = cfg.get(FIT_KEY)
+def fit_recipe(plan, spec, device_type: str, saved: dict | None = None, log=print) -> dict:
+    """The values of the plan's open keys (plan[FIT_KEY]) fitted to the folder's fingerprint, with
+    a line saying why. A resumed run (`saved`: its checkpoint's config) keeps the values it trained
+    with, also those of a run started before the recipe was fitted."""
+    keys = plan.get(FIT_KEY)
     if not keys:
-        return
+        return {}
     if saved is not None:
-        cfg.update({key: saved[key] for key in keys if key in saved})
-        return
+        return {key: saved[key] for key in keys if key in saved}
+    from segtrain.config.time_budget import describe_budget
     from segtrain.data.fingerprint import fingerprint
-    from segtrain.training.budget import budget_seconds, describe_budget
 
     fp = fingerprint(spec)
     device = "cuda" if device_type == "cuda" else "cpu"
     rarest = fp.rarest_present()
     rare = rarest is not None and fp.class_share[rarest] < RARE_CLASS_SHARE
     # A thin class is judged at the input the run will have: the config's own image_size when it sets one.
-    given = None if "image_size" in keys else (min(cfg["image_size"]) if cfg["image_size"] else min(fp.median_size))
+    given = None if "image_size" in keys else (min(plan["image_size"]) if plan["image_size"] else min(fp.median_size))
     side, thin = grown_side(fp, given or INPUT_SIDE[device], THIN_CLASS_SHARE, THIN_WIDTH, THIN_MAX_GROWTH)
     model, encoder = THIN_MODEL if thin is not None else (DEFAULT_MODEL, None)
-    budget_s, small = budget_seconds(cfg["time_budget"]), None
+    budget_s, small = plan.budget_seconds, None
     if thin is None and given is None and device == "cpu" and budget_s is not None and budget_s >= LONG_BUDGET_S:
         side, small = grown_side(fp, side, SMALL_CLASS_SHARE, SMALL_WIDTH, SMALL_MAX_GROWTH)
     chosen = {"model": model, "encoder": encoder, "output_dir": model,
@@ -154,7 +153,8 @@ def fit_recipe(cfg: dict, spec, device_type: str, saved: dict | None = None, log
               "class_weights": "auto" if rare else None,
               "amp": device == "cuda",
               "n_workers": gpu_workers() if device == "cuda" else CPU_WORKERS}
-    cfg.update({key: chosen[key] for key in keys})
+    fitted = {key: chosen[key] for key in keys}
+    loss = fitted.get("loss", plan["loss"])
 
     grower = thin if thin is not None else small
     grown = (f", grown from {INPUT_SIDE[device]} for class {spec.class_names[grower]!r}: "
@@ -173,7 +173,7 @@ def fit_recipe(cfg: dict, spec, device_type: str, saved: dict | None = None, log
     if device == "cuda":
         why["amp"] = "AMP (bf16 autocast)" if chosen["amp"] else ""
         why["n_workers"] = f"{chosen['n_workers']} data-loading workers (the GPU waits on the CPU's augmentation)"
-    balance = [f"loss {cfg['loss']}"] * ("loss" in keys) + ["class_weights auto"] * ("class_weights" in keys and rare)
+    balance = [f"loss {loss}"] * ("loss" in keys) + ["class_weights auto"] * ("class_weights" in keys and rare)
     if balance and rarest is not None:
         why["loss"] = (f"{', '.join(balance)} (rarest class {spec.class_names[rarest]!r}: "
                        f"{fp.class_share[rarest]:.1%} of the labelled pixels of {fp.sampled_masks} masks, "
@@ -181,3 +181,4 @@ def fit_recipe(cfg: dict, spec, device_type: str, saved: dict | None = None, log
     log(f"recipe fitted to {fp.n_train} training images: "
         + "; ".join(text for key, text in why.items() if text and (key in keys or key == "loss")))
     log(f"recipe: set {'/'.join(key for key in keys if key != 'output_dir')} in config.list to choose otherwise")
+    return fitted

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from segtrain.errors import DatasetError
-from segtrain.plugin.app.frames import IMAGE_SUFFIXES  # the edge app lists a folder as predict does
+from segtrain.edge_app.frames import IMAGE_SUFFIXES  # the edge app lists a folder as predict does
 
 
 @contextmanager

@@ -66,21 +66,27 @@ def median_frequency_weights(pairs, decoder, n_classes: int) -> list[float]:
     return [round(float(median / f), 4) if p else 1.0 for f, p in zip(freq, present)]  # built-ins: checkpoints load weights_only
 
 
-def class_weights(cfg: dict, n_classes: int, class_names, train_pairs=None, decoder=None, log=print) -> list[float] | None:
-    """The weights of cfg["class_weights"]; "auto" is counted from the training masks once and
-    recorded in cfg[AUTO_KEY], so checkpoints (and evaluate from them) carry the same numbers."""
+def fitted_class_weights(cfg, train_pairs, decoder, class_names, log=print) -> dict:
+    """When training starts: class_weights "auto" counted from the training masks once, as the
+    plan's AUTO_KEY, so checkpoints (and evaluate from them) carry the same numbers; {} otherwise."""
+    if cfg["class_weights"] != "auto" or cfg.get(AUTO_KEY) is not None:
+        return {}
+    weights = median_frequency_weights(train_pairs, decoder, len(class_names))
+    shown = ", ".join(f"{name} {w:g}" for name, w in zip(class_names, weights))
+    log(f"class weights (auto, median frequency of {len(train_pairs)} training masks): {shown}")
+    return {AUTO_KEY: weights}
+
+
+def class_weights(cfg, n_classes: int, class_names) -> list[float] | None:
+    """The weights of cfg["class_weights"]; "auto" means those recorded in cfg[AUTO_KEY]."""
     wanted = cfg.get("class_weights")
     if wanted is None:
         return None
     if wanted == "auto":
-        if cfg.get(AUTO_KEY) is None:
-            if train_pairs is None:
-                raise ConfigError("class_weights is \"auto\" but the checkpoint does not record the weights it found; "
-                                  "train again with this segtrain, or set \"class_weights\" to a list.")
-            cfg[AUTO_KEY] = median_frequency_weights(train_pairs, decoder, n_classes)
-            shown = ", ".join(f"{name} {w:g}" for name, w in zip(class_names, cfg[AUTO_KEY]))
-            log(f"class weights (auto, median frequency of {len(train_pairs)} training masks): {shown}")
-        wanted = cfg[AUTO_KEY]
+        wanted = cfg.get(AUTO_KEY)
+        if wanted is None:
+            raise ConfigError("class_weights is \"auto\" but the checkpoint does not record the weights it found; "
+                              "train again with this segtrain, or set \"class_weights\" to a list.")
     if len(wanted) != n_classes:
         raise ConfigError(f"key 'class_weights' lists {len(wanted)} weight(s) but there are {n_classes} classes "
                           f"({', '.join(class_names)}); give one per class, or \"auto\".")
@@ -168,15 +174,12 @@ class SegmentationLoss(nn.Module):
         return sum(self.FUNCTIONS[term](logits, target, weight, self.reduction) for term in self.terms)
 
 
-def build_loss(cfg: dict, class_names, train_pairs=None, decoder=None, log=print,
-               source: str = "the checkpoint's config") -> nn.Module:
-    """The criterion of a run: called as criterion(logits NCHW, target NHW with IGNORE) -> scalar.
-
-    train_pairs and decoder (the training masks) are needed once for class_weights "auto".
-    """
+def build_loss(cfg, class_names, source: str = "the checkpoint's config") -> nn.Module:
+    """The criterion of a run (its plan, fitted: class_weights "auto" recorded) or of a checkpoint's
+    config: called as criterion(logits NCHW, target NHW with IGNORE) -> scalar."""
     check_loss_keys(cfg, source)  # again: a checkpoint's config was never read through `resolve`
     terms = loss_terms(cfg.get("loss", "ce"))
-    weight = class_weights(cfg, len(class_names), class_names, train_pairs, decoder, log)
+    weight = class_weights(cfg, len(class_names), class_names)
     if terms == ["ce"] and weight is None:
         return nn.CrossEntropyLoss(ignore_index=IGNORE, reduction=cfg["loss_reduction"])  # the original's loss
     return SegmentationLoss(terms, weight, cfg["loss_reduction"])

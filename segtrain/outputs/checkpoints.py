@@ -27,31 +27,32 @@ from segtrain.version import __version__
 from segtrain.outputs.atomic import atomic_open
 from segtrain.errors import CheckpointError
 
-# The version of the payload below (the files' names are the run folder's, outputs/run_folder.py).
+# The version of the payload below (the files' names are the run folder's, run_folder.py).
 FORMAT_VERSION = 1
 ZIP_MAGIC = b"PK\x03\x04"
 LEGACY_PICKLES = 5  # the legacy format: magic number, protocol, sys info, the object, storage keys
 POINT_AT = "Point pretrained_net / --checkpoint at a .pth/.pth.tar file written by torch.save"
 
 
-def training_payload(model: nn.Module, arch: str, cfg: dict, class_names: list[str], colors: list[list[int]],
+def training_payload(model: nn.Module, arch: str, cfg, class_names: list[str], colors: list[list[int]],
                      label_encoding: str, normalization: dict, state: dict) -> dict:
     """A run's checkpoint: the original tool's keys (model_state_dict, optim_state_dict, epoch,
     iteration, arch, best_mean_iu) plus what rebuilds the model without the data folder. Only
     tensors and built-ins, so `torch.load(weights_only=True)` reads it anywhere. `state` holds
-    the loop's counters and optimizer, scheduler and resume state."""
+    the loop's counters, schedule and optimizer, scheduler and resume state. Each fact is stored
+    once: the input size, for one, is the config's image_size ("arch" is the original tool's name
+    for the config's model, kept for its readers)."""
     return {
         "format_version": FORMAT_VERSION,
         "segtrain_version": __version__,
         "arch": arch,
         "model_state_dict": cpu_state(model),
         **state,
-        "config": dict(cfg),
+        "config": dict(cfg),  # the run's plan (config/plan.py)
         "class_names": list(class_names),
         "class_colors": [list(c) for c in colors],
         "label_encoding": label_encoding,
         "normalization": normalization,
-        "image_size": cfg["image_size"],
     }
 
 

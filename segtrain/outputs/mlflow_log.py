@@ -21,7 +21,7 @@ import re
 import time
 from pathlib import Path
 
-from segtrain.outputs.run_folder import BEST_NAME
+from segtrain.run_folder import BEST_NAME
 
 INSTALL_HINT = "pip install 'segtrain[mlflow]'"
 FOLDER_TAG = "segtrain.run_folder"

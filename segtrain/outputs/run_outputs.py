@@ -18,7 +18,7 @@ from segtrain.data.folder import DataSpec, SegmentationDataset
 from segtrain.data.unlabeled import Unlabeled
 from segtrain.errors import OutputError, SegtrainError
 from segtrain.outputs.checkpoints import save_atomic
-from segtrain.outputs.run_folder import BEST_NAME, CHECKPOINT_NAME
+from segtrain.run_folder import BEST_NAME, CHECKPOINT_NAME
 from segtrain.outputs.curves import draw_curves, read_log
 from segtrain.outputs.logcsv import LogWriter
 from segtrain.outputs.mlflow_log import MlflowLog, tracking_uri
@@ -56,12 +56,13 @@ def dataset_summary(spec: DataSpec) -> dict[str, object]:
 class RunOutputs:
     """Opened once the run's folder exists; `close` ends what it opened, also after an error."""
 
-    def __init__(self, out_dir: Path, cfg: dict, spec: DataSpec, colors: list[list[int]],
+    def __init__(self, out_dir: Path, cfg, schedule, spec: DataSpec, colors: list[list[int]],
                  valid_set: SegmentationDataset, start_iteration: int, log=print, unlabeled: Unlabeled | None = None,
                  weights_source: str = ""):
         self.out_dir = Path(out_dir)
         self.weights_source = weights_source
-        self.cfg, self.spec, self.colors, self.valid_set, self.log = cfg, spec, colors, valid_set, log
+        # cfg: the run's plan (config/plan.py); schedule: its length, which a time budget plans (training/schedule.py)
+        self.cfg, self.schedule, self.spec, self.colors, self.valid_set, self.log = cfg, schedule, spec, colors, valid_set, log
         self.unlabeled = unlabeled
         self.unlabeled_recent: deque[tuple[float, float]] = deque(maxlen=UNLABELED_WINDOW)
         self.best: Validation | None = None
@@ -71,7 +72,7 @@ class RunOutputs:
         self.drawing_failed = False
         self.tensorboard = None
         self.writer = LogWriter(self.out_dir / "log.csv")
-        self.reporter = ProgressReporter(cfg["max_iteration"], cfg["batch_size"], cfg["log_interval"], log,
+        self.reporter = ProgressReporter(schedule.max_iteration, cfg["batch_size"], cfg["log_interval"], log,
                                          start_iteration=start_iteration)
         if cfg["tensorboard"]:
             self.tensorboard = TensorBoardLog(self.out_dir / "tensorboard", spec.class_names, log)
@@ -95,6 +96,16 @@ class RunOutputs:
         self.unlabeled_recent.append((loss, confident))
         if self.tensorboard is not None:
             self.tensorboard.unlabeled_step(iteration, loss, confident)
+
+    def schedule_note(self) -> list[str]:
+        """The run's length when a time budget planned it: the configuration below shows the plan,
+        in which the budget left max_iteration and interval_validate to it."""
+        record = self.schedule.time_plan
+        if record is None or "planned_at" not in record:
+            return []
+        return [f"schedule: {self.schedule.max_iteration} iterations, validation every "
+                f"{self.schedule.interval_validate}, planned by time_budget {self.cfg['time_budget']!r} from the "
+                f"measured speed ({1 / record['seconds_per_step']:.3g} it/s)"]
 
     def unlabeled_note(self) -> list[str]:
         if self.unlabeled is None:
@@ -169,8 +180,9 @@ class RunOutputs:
             write_report(self.out_dir / "report.html", ReportData(
                 run_name=self.out_dir.name, config=self.cfg, class_names=self.spec.class_names,
                 class_colors=self.colors, dataset=dataset_summary(self.spec), iteration=iteration,
-                max_iteration=self.cfg["max_iteration"], best=self.best, latest=latest, curves_png=curves,
-                visualization=viz, notes=[f"starting weights: {self.weights_source}"] + self.unlabeled_note(),
+                max_iteration=self.schedule.max_iteration, best=self.best, latest=latest, curves_png=curves,
+                visualization=viz,
+                notes=[f"starting weights: {self.weights_source}"] + self.schedule_note() + self.unlabeled_note(),
                 recheck=self.recheck))
         except (OSError, OutputError) as e:
             if not self.drawing_failed:  # say it once, not at every validation of a long run

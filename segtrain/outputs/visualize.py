@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from segtrain.outputs.atomic import atomic_open
 from segtrain.data.labels import IGNORE
-from segtrain.plugin.app.pictures import overlay  # the edge app's, so its uploads look like predict's
+from segtrain.edge_app.pictures import overlay  # the edge app's, so its uploads look like predict's
 
 IGNORE_COLOR = (224, 224, 192)  # VOC's void colour
 CELL_MAX_SIDE = 256

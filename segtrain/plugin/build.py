@@ -2,7 +2,7 @@
 
 The folder holds the raw-input export of the model (ONNX by default, TorchScript for images that
 already have torch), model/model.json (what the app needs to know, and the file's SHA-256), the
-app (app/, copied from segtrain/plugin/app file for file), Dockerfile, requirements.txt,
+app (app/, copied from segtrain/edge_app file for file), Dockerfile, requirements.txt,
 sage.yaml, ecr-meta/ and a README. It is written beside --out and renamed into place whole, so
 a failure leaves nothing half written, and an existing folder is never overwritten.
 """
@@ -21,10 +21,10 @@ from segtrain.data.classes import void_class
 from segtrain.errors import ConfigError
 from segtrain.outputs.checkpoints import read_checkpoint
 from segtrain.paths import cannot_write, output_folder
-from segtrain.plugin.app.model import METADATA_NAME, sha256_of
+from segtrain.edge_app.model import METADATA_NAME, sha256_of
 from segtrain.plugin.science import science_description
 
-APP = Path(__file__).resolve().parent / "app"
+APP = Path(__file__).resolve().parent.parent / "edge_app"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 RUNTIMES = {  # runtime: (export format, model file, base image, its own requirements)
     "onnx": ("onnx", "model.onnx", "waggle/plugin-base:1.1.1-base", ["onnxruntime==1.19.2"]),

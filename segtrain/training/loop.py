@@ -13,11 +13,12 @@ import math
 import shutil
 from pathlib import Path
 
+from segtrain.config.plan import Plan
 from segtrain.data.folder import too_large_to_train
 from segtrain.data.sampling import sample_position
 from segtrain.evaluation.metrics import row_scores
 from segtrain.evaluation.validation import validate
-from segtrain.outputs.run_folder import BEST_NAME, CHECKPOINT_NAME, run_folder
+from segtrain.run_folder import BEST_NAME, CHECKPOINT_NAME, run_folder
 from segtrain.outputs.run_outputs import NoOutputs, RunOutputs
 from segtrain.runtime import distributed, interrupt
 from segtrain.runtime.clock import Clock
@@ -29,9 +30,9 @@ from segtrain.training.setup import TrainingRun, prepare_run
 from segtrain.training.step import TrainingError
 
 
-def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print,
+def train(root: Path, plan: Plan, class_names: list[str] | None = None, log=print,
           resume: str | None = None, stop_after: int | None = None, clock: Clock | None = None) -> Path:
-    """Train on the folder ROOT with a resolved config; returns the output folder.
+    """Train on the folder ROOT with a resolved plan (config/load.py); returns the output folder.
 
     class_names, when given (an --image_type preset), stand in for a missing class_names.list.
     resume: None starts a new run; "" continues MODEL-<output_dir>/checkpoint.pth.tar; else the
@@ -42,8 +43,8 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
     """
     clock = clock if clock is not None else Clock()
     root = Path(root)
-    run = prepare_run(root, cfg, class_names, resume, clock, log)
-    progress = run.progress
+    run = prepare_run(root, plan, class_names, resume, clock, log)
+    plan, schedule, progress = run.plan, run.schedule, run.progress  # the plan fitted to the folder
     # Every way out runs these callbacks, last registered first: the loaders' workers must end even
     # when the outputs cannot be opened, or the process would print its error and hang.
     with contextlib.ExitStack() as cleanup:
@@ -52,16 +53,16 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
         cleanup.enter_context(explain_out_of_memory(run))  # sees the error after clean-up
         cleanup.enter_context(remove_if_untrained(run))
         cleanup.callback(distributed.shutdown, run.ctx)
-        position = sample_position(progress.iteration, len(run.spec.train), cfg["batch_size"], run.ctx.world_size)
+        position = sample_position(progress.iteration, len(run.spec.train), plan["batch_size"], run.ctx.world_size)
         train_loader, sampler, valid_loader, unlabeled_loader = make_loaders(
-            run.spec, cfg, run.stepper.device, run.workers, *position, ctx=run.ctx, log=run.log,
+            run.spec, plan, run.stepper.device, run.workers, *position, ctx=run.ctx, log=run.log,
             unlabeled=run.unlabeled, iteration=progress.iteration)
         batches = cleanup.enter_context(batches_of(train_loader))
         unlabeled = cleanup.enter_context(batches_of(unlabeled_loader)) if unlabeled_loader is not None else None
         if run.resumed_from is not None:  # after the loader drew its seed, as the first run's had before
             restore_rng(run.resumed_from["resume"]["rng"])
         outputs = cleanup.enter_context(contextlib.closing(open_outputs(run, valid_loader.dataset)))
-        budget = TimeBudget(run, outputs)  # may change max_iteration and interval_validate as it goes
+        budget = TimeBudget(run, outputs)  # with a time_budget, plans the schedule as it goes
         run.start_clock()
         say_if_finished(run)
         while True:
@@ -72,7 +73,7 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
                 started = run.spent()
                 inference = validate_and_save(run, valid_loader, outputs)
                 budget.validated(run.spent() - started, inference)
-            if progress.iteration >= cfg["max_iteration"]:
+            if progress.iteration >= schedule.max_iteration:
                 break
             images, masks = next(batches)
             progress.epoch = progress.iteration // sampler.batches_per_epoch
@@ -85,7 +86,7 @@ def train(root: Path, cfg: dict, class_names: list[str] | None = None, log=print
             progress.iteration += 1
             budget.stepped()
         outputs.done(progress.best_mean_iu, (lambda folder, top: audit_best(run, folder, top))
-                     if audits_at_the_end(cfg) else None)
+                     if audits_at_the_end(schedule) else None)
     return run.out_dir
 
 
@@ -99,21 +100,20 @@ def audit_best(run: TrainingRun, folder: Path, top: int) -> list:
 def open_outputs(run: TrainingRun, valid_set) -> RunOutputs | NoOutputs:
     if not run.ctx.is_main:
         return NoOutputs()
-    return RunOutputs(run.out_dir, run.cfg, run.spec, run.colors, valid_set, run.progress.iteration, run.log,
+    return RunOutputs(run.out_dir, run.plan, run.schedule, run.spec, run.colors, valid_set, run.progress.iteration, run.log,
                       run.unlabeled, run.weights_source)
 
 
 def say_if_finished(run: TrainingRun) -> None:
     p = run.progress
-    if p.iteration == run.cfg["max_iteration"] and p.validated == p.iteration:
+    if p.iteration == run.schedule.max_iteration and p.validated == p.iteration:
         run.log(f"the run already reached max_iteration {p.iteration}; to extend it, raise max_iteration "
                 f"(e.g. --set max_iteration={2 * p.iteration}).")
 
 
 def validation_due(run: TrainingRun) -> bool:
-    p, cfg = run.progress, run.cfg
-    due = p.iteration % cfg["interval_validate"] == 0 or p.iteration == cfg["max_iteration"]
-    return due and p.validated != p.iteration
+    p = run.progress
+    return run.schedule.due(p.iteration) and p.validated != p.iteration
 
 
 def validate_and_save(run: TrainingRun, valid_loader, outputs) -> float:
@@ -121,7 +121,7 @@ def validate_and_save(run: TrainingRun, valid_loader, outputs) -> float:
     s, p = run.stepper, run.progress
     started = run.spent()
     result, shown = validate(s.weights, valid_loader, s.criterion, s.n_classes, s.device, amp=s.amp,
-                             channels_last=s.channels_last, collect=run.cfg["max_visualizations"], ctx=run.ctx,
+                             channels_last=s.channels_last, collect=run.plan["max_visualizations"], ctx=run.ctx,
                              void=run.spec.void)
     inference = run.spent() - started
     p.validated = p.iteration
@@ -136,7 +136,7 @@ def validate_and_save(run: TrainingRun, valid_loader, outputs) -> float:
 def stop_due(run: TrainingRun, signum: int | None, stop_after: int | None) -> bool:
     """A stop signal or the --stop-after quota, before the end (a finished run just ends)."""
     quota_done = stop_after is not None and run.progress.iteration >= run.start_iteration + stop_after
-    return bool(signum or quota_done) and run.progress.iteration < run.cfg["max_iteration"]
+    return bool(signum or quota_done) and run.progress.iteration < run.schedule.max_iteration
 
 
 def stop(run: TrainingRun, outputs, signum: int | None, stop_after: int | None) -> Path:
@@ -144,8 +144,8 @@ def stop(run: TrainingRun, outputs, signum: int | None, stop_after: int | None) 
     p = run.progress
     if p.iteration > run.start_iteration or run.resumed_from is None:
         outputs.save_checkpoint(run.checkpoint)
-    hint = resume_hint(run.root, outputs.checkpoint_path, run.cfg) if outputs.checkpoint_path else ""
-    at = f"at iteration {p.iteration}/{run.cfg['max_iteration']}"
+    hint = resume_hint(run.root, outputs.checkpoint_path, run.plan) if outputs.checkpoint_path else ""
+    at = f"at iteration {p.iteration}/{run.schedule.max_iteration}"
     if signum:
         raise interrupt.Stopped(f"stopped by {interrupt.signal_name(signum)} {at}; {hint}", signum)
     run.log(f"stopped after {stop_after} iteration(s), {at}; {hint}")
@@ -163,7 +163,7 @@ def explain_out_of_memory(run: TrainingRun):
     try:
         yield
     except (RuntimeError, MemoryError) as e:
-        message = too_large_to_train(e, run.spec, run.cfg)
+        message = too_large_to_train(e, run.spec, run.plan)
         if message is None:
             raise
         raise TrainingError(message) from None

@@ -1,5 +1,5 @@
-"""What changes the weights besides the loss (models/losses.py): optimizer, learning-rate schedule,
-the AMP grad scaler."""
+"""What changes the weights besides the loss (models/losses.py): optimizer and the AMP grad scaler
+(the learning rate's schedule is the run's, training/schedule.py)."""
 
 from __future__ import annotations
 
@@ -23,39 +23,6 @@ def make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=fused)
     return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"],
                            fused=fused)
-
-
-# In the run's config when a time_budget plan changed max_iteration (training/budget.py): the
-# [iteration, factor] the poly decay continues from, so the lr never rises when the run's end moves.
-DECAY_KEY = "poly_decay_from"
-
-
-def poly_factor(it: int, max_iteration: int, start: tuple[int, float] = (0, 1.0)) -> float:
-    """Poly (power 0.9) from `start` = (iteration, factor) down to 0 at max_iteration; from (0, 1.0)
-    it is the plain poly schedule (the same floats as without a start)."""
-    first, factor = start
-    return factor * (1 - (min(it, max_iteration - 1) - first) / (max_iteration - first)) ** 0.9
-
-
-def lr_factor(cfg: dict, it: int) -> float:
-    """The schedule's factor at iteration `it` under the config as it is now."""
-    if cfg["lr_schedule"] != "poly":
-        return 1.0
-    return poly_factor(it, cfg["max_iteration"], tuple(cfg.get(DECAY_KEY) or (0, 1.0)))
-
-
-def move_end(cfg: dict, it: int, max_iteration: int) -> None:
-    """Set a new max_iteration at iteration `it`: the decay goes on from the factor it has reached
-    and ends at the new end, so a longer run decays more slowly and a shorter one faster, but the
-    lr never jumps back up (which recomputing poly over the new length would do)."""
-    cfg[DECAY_KEY] = [it, lr_factor(cfg, it)]
-    cfg["max_iteration"] = max_iteration
-
-
-def make_schedule(cfg: dict):
-    """The lr factor per iteration: poly (power 0.9, torchvision's references) or constant. It reads
-    the config at every step: a time_budget plan (budget.py) moves the end during the run."""
-    return lambda it: lr_factor(cfg, it)
 
 
 def make_scaler(amp: bool, device: torch.device) -> torch.amp.GradScaler:

@@ -19,7 +19,7 @@ import torch
 from segtrain.config.recipe import FIT_KEY
 from segtrain.models.registry import recipe_choices
 from segtrain.outputs.checkpoints import read_checkpoint
-from segtrain.outputs.run_folder import CHECKPOINT_NAME, latest_run_folder, later_runs, run_folder
+from segtrain.run_folder import CHECKPOINT_NAME, latest_run_folder, later_runs, run_folder
 from segtrain.paths import from_command_line
 from segtrain.errors import CheckpointError
 
@@ -83,7 +83,7 @@ def checkpoint_to_resume(root: Path, cfg: dict, given: str, log=print) -> Path:
     return path
 
 
-def read_resumable(path: Path, cfg: dict) -> dict:
+def read_resumable(path: Path, plan) -> dict:
     ckpt = read_checkpoint(path)
     if not isinstance(ckpt.get("resume"), dict) or "optim_state_dict" not in ckpt:
         raise CheckpointError(
@@ -104,15 +104,15 @@ def read_resumable(path: Path, cfg: dict) -> dict:
                 "resuming from the older file would drop the later log.csv rows and replace that checkpoint. "
                 f"Resume from {latest} instead, or start a new run with {path.name} as \"pretrained_net\"."
             )
-    if ckpt["iteration"] > cfg["max_iteration"]:
+    if plan["time_budget"] is None and ckpt["iteration"] > plan["max_iteration"]:
         raise CheckpointError(
-            f"{path}: is at iteration {ckpt['iteration']}, past max_iteration {cfg['max_iteration']}. "
+            f"{path}: is at iteration {ckpt['iteration']}, past max_iteration {plan['max_iteration']}. "
             f"Set max_iteration to at least {ckpt['iteration']} (e.g. --set max_iteration={ckpt['iteration']})."
         )
     return ckpt
 
 
-def check_compatible(ckpt: dict, cfg: dict, class_names: list[str], path: Path, log=print) -> None:
+def check_compatible(ckpt: dict, cfg, class_names: list[str], path: Path, log=print) -> None:
     """Refuse what would make the saved weights meaningless; note the settings that changed."""
     saved = ckpt.get("config", {})
     differ = []
@@ -126,8 +126,8 @@ def check_compatible(ckpt: dict, cfg: dict, class_names: list[str], path: Path, 
         differ.append(f"aux_loss {saved.get('aux_loss')} (this run: {cfg['aux_loss']})")
     if saved.get("optimizer", "sgd") != cfg["optimizer"]:  # its state (momenta, moments) would not fit
         differ.append(f"optimizer {saved.get('optimizer', 'sgd')!r} (this run: {cfg['optimizer']!r})")
-    if ckpt.get("image_size") != cfg["image_size"]:
-        differ.append(f"image_size {ckpt.get('image_size')} (this run: {cfg['image_size']})")
+    if saved.get("image_size") != cfg["image_size"]:
+        differ.append(f"image_size {saved.get('image_size')} (this run: {cfg['image_size']})")
     if differ:
         raise CheckpointError(
             f"{path}: cannot resume: it was trained with {'; '.join(differ)}. Use the config it was trained "
@@ -138,10 +138,10 @@ def check_compatible(ckpt: dict, cfg: dict, class_names: list[str], path: Path, 
         log(f"note: resuming with changed settings: {', '.join(changed)}.")
 
 
-def restore(ckpt: dict, model, optimizer, scheduler, scaler, cfg: dict, schedule) -> Progress:
-    """Put the training state back. The run's config wins over the saved hyperparameters, so
-    `--set lr=...` or a larger max_iteration applies from here on: the poly schedule is
-    recomputed for the current max_iteration at the saved iteration."""
+def restore(ckpt: dict, model, optimizer, scheduler, scaler, cfg, schedule) -> Progress:
+    """Put the training state back. The run's plan wins over the saved hyperparameters, so
+    `--set lr=...` or a larger max_iteration applies from here on: `schedule` (the lr factor of
+    the run's schedule, training/schedule.py) gives the lr at the saved iteration."""
     model.load_state_dict(ckpt.get("live_state_dict", ckpt["model_state_dict"]))  # EMA: the average
     optimizer.load_state_dict(ckpt["optim_state_dict"])
     scheduler.load_state_dict(ckpt["scheduler_state_dict"])

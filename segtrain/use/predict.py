@@ -23,8 +23,8 @@ from segtrain.paths import cannot_write, output_file, output_folder, refuse_repl
 from segtrain.data.images import IMAGE_SUFFIXES, list_images, open_image, read_image
 from segtrain.outputs.visualize import colorize, overlay
 from segtrain.data.classes import void_class
-from segtrain.plugin.app.measure import coverage
-from segtrain.plugin.app.pictures import mask_image
+from segtrain.edge_app.measure import coverage
+from segtrain.edge_app.pictures import mask_image
 from segtrain.use.predictor import Engine
 
 PROGRESS_SECONDS = 5.0

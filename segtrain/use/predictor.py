@@ -20,7 +20,7 @@ from PIL import Image
 from segtrain.data.images import load_upright, read_image
 from segtrain.errors import DatasetError
 from segtrain.data.classes import void_class
-from segtrain.plugin.app.measure import coverage
+from segtrain.edge_app.measure import coverage
 
 ImageInput = Union[np.ndarray, Image.Image, str, os.PathLike]
 
