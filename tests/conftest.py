@@ -97,6 +97,30 @@ def trained_root(tmp_path_factory) -> Path:
     return root
 
 
+TRAINED_CHECKPOINT = "MODEL-tiny/model_best.pth.tar"
+EXPORT_SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2"}
+
+
+@pytest.fixture(scope="session")
+def trained_export(trained_root, tmp_path_factory):
+    """trained_root's model exported by segtrain's export, each (format, raw_input) once a session, when
+    a test first asks for it: exported("onnx") -> the file. Tests only read these files; a test that
+    checks what export itself does or prints runs its own."""
+    from segtrain.use.export import export
+
+    folder = tmp_path_factory.mktemp("trained-exports")
+    files: dict[tuple[str, bool], Path] = {}
+
+    def exported(fmt: str, raw_input: bool = False) -> Path:
+        if (fmt, raw_input) not in files:
+            path = folder / f"model-{'raw' if raw_input else 'normalized'}{EXPORT_SUFFIX[fmt]}"
+            export(trained_root / TRAINED_CHECKPOINT, fmt, path, raw_input=raw_input, log=lambda *a: None)
+            files[fmt, raw_input] = path
+        return files[fmt, raw_input]
+
+    return exported
+
+
 def save_fresh_checkpoint(path: Path, model: str, image_size=32, class_names=("sky", "cloud"), seed=0, **config) -> Path:
     """An untrained model saved in segtrain's checkpoint format (what export and predict read)."""
     from segtrain.outputs.checkpoints import save_atomic

@@ -52,16 +52,9 @@ def _image(path: Path, height: int = 40, width: int = 48) -> Path:
 # ---- item 8: hostile metadata in model files --------------------------------------------------
 
 @pytest.fixture(scope="module")
-def exports(trained_root, tmp_path_factory):
+def exports(trained_root, trained_export):
     """The trained tiny model's checkpoint and its ONNX, TorchScript and .pt2 exports."""
-    from segtrain.use.export import export
-
-    base = tmp_path_factory.mktemp("exports")
-    files = {"checkpoint": trained_root / CKPT}
-    for kind, suffix in (("onnx", "onnx"), ("torchscript", "pt"), ("pt2", "pt2")):
-        files[kind] = base / f"model.{suffix}"
-        export(files["checkpoint"], kind, files[kind], log=lambda *a: None)
-    return files
+    return {"checkpoint": trained_root / CKPT, **{kind: trained_export(kind) for kind in ("onnx", "torchscript", "pt2")}}
 
 
 def _metadata(path: Path, kind: str) -> str:

@@ -94,9 +94,8 @@ def cv2_resize(image: np.ndarray, size) -> np.ndarray:
         return np.array(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))  # writable, as cv2's
 
 
-def test_the_cloud_cover_plugins_exact_lines_run_the_raw_torchscript_file(trained_root, tmp_path):
-    assert run_cli("export", "--checkpoint", trained_root / CKPT, "--format", "torchscript", "--raw-input",
-                   "--out", tmp_path / "new_cloudcover_unet.pth", timeout=120).returncode == 0
+def test_the_cloud_cover_plugins_exact_lines_run_the_raw_torchscript_file(trained_root, trained_export, tmp_path):
+    shutil.copy(trained_export("torchscript", raw_input=True), tmp_path / "new_cloudcover_unet.pth")  # the plugin's name
     checkpoint = TorchPredictor(load_trained(trained_root / CKPT, "cpu"))
 
     class Plugin:  # module.py of the Waggle cloud-cover plugin, its lines unchanged but the paths
@@ -123,9 +122,8 @@ def test_the_cloud_cover_plugins_exact_lines_run_the_raw_torchscript_file(traine
 
 @pytest.mark.parametrize("kind,raw", [("torchscript", True), ("pt2", True), ("onnx", True), ("onnx", False),
                                       ("torchscript", False)])
-def test_predict_and_evaluate_score_each_exported_kind(trained_root, tmp_path, kind, raw):
-    path = tmp_path / f"model{SUFFIX[kind]}"
-    export(trained_root / CKPT, kind, path, raw_input=raw, log=lambda *a: None)
+def test_predict_and_evaluate_score_each_exported_kind(trained_root, trained_export, tmp_path, kind, raw):
+    path = trained_export(kind, raw)
     reference = evaluate(trained_root, trained_root / CKPT, log=lambda *a: None)
     numbers = evaluate(trained_root, path, log=lambda *a: None)
     assert numbers["checkpoint"] == str(path) and numbers["images"] == reference["images"]

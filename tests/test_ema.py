@@ -1,6 +1,10 @@
 """EMA of the weights (config ema_decay): the average follows its rule, validation and the
 checkpoints use it, and a stopped run resumes exactly."""
 
+import contextlib
+import io
+
+import pytest
 import torch
 from torch import nn
 
@@ -35,10 +39,20 @@ def test_the_average_follows_its_warmed_up_rule():
             assert torch.allclose(value, expected[key], atol=1e-6), key
 
 
-def test_validation_and_checkpoints_use_the_average(tmp_path, capsys):
-    root = make_root(tmp_path / "data", ema_decay=DECAY)
-    assert main(["train", str(root)]) == 0
-    assert "validating an EMA of the weights (decay 0.5)" in capsys.readouterr().out
+@pytest.fixture(scope="module")
+def averaged_run(tmp_path_factory):
+    """One uninterrupted run with an EMA of the weights and what it printed, read (never changed)
+    by the tests below."""
+    root = make_root(tmp_path_factory.mktemp("ema") / "data", ema_decay=DECAY)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["train", str(root)]) == 0
+    return root, printed.getvalue()
+
+
+def test_validation_and_checkpoints_use_the_average(averaged_run):
+    root, printed = averaged_run
+    assert "validating an EMA of the weights (decay 0.5)" in printed
     ckpt = torch.load(root / "MODEL-tiny" / "checkpoint.pth.tar", weights_only=True)
     averaged, live = ckpt["model_state_dict"], ckpt["live_state_dict"]
     assert ckpt["ema_updates"] == 6 and averaged.keys() == live.keys()
@@ -56,9 +70,8 @@ def test_default_is_off(tmp_path):
     assert ckpt["config"]["ema_decay"] is None and "live_state_dict" not in ckpt and "ema_updates" not in ckpt
 
 
-def test_stop_and_resume_with_ema_equals_one_run(tmp_path):
-    uninterrupted = make_root(tmp_path / "ref", ema_decay=DECAY)
-    assert main(["train", str(uninterrupted)]) == 0
+def test_stop_and_resume_with_ema_equals_one_run(averaged_run, tmp_path):
+    uninterrupted, _ = averaged_run
     root = make_root(tmp_path / "data", ema_decay=DECAY)
     assert main(["train", str(root), "--stop-after", "3"]) == 0  # at a validation point, before validating
     assert main(["train", str(root), "--resume", "--stop-after", "1"]) == 0

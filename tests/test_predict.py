@@ -11,7 +11,6 @@ from conftest import run_cli, save_fresh_checkpoint
 from segtrain.cli import main
 from segtrain.data.classes import default_colors
 from segtrain.errors import OutputError
-from segtrain.use.export import export
 from segtrain.use.predict import predict
 from segtrain.use.trained import TorchPredictor, load_trained
 from segtrain.data.synthetic import sky_sample
@@ -129,14 +128,14 @@ def test_tiled_equals_untiled_when_a_tile_covers_the_input(tmp_path):
         assert Image.open(tmp_path / "small" / mask.name).size == Image.open(mask).size
 
 
-def test_onnx_predict_equals_checkpoint_predict_without_torch(trained_root, tmp_path):
-    export(trained_root / CKPT, "onnx", tmp_path / "m.onnx")
+def test_onnx_predict_equals_checkpoint_predict_without_torch(trained_root, trained_export, tmp_path):
+    onnx_file = trained_export("onnx")
     folder = mixed_folder(tmp_path / "in")
     predict(folder, trained_root / CKPT, tmp_path / "torch", tile=None)
     # a node without PyTorch: torch and torchvision cannot be imported in this process
     code = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None; "
             "from segtrain.cli import main; sys.exit(main(sys.argv[1:]))")
-    result = subprocess.run([sys.executable, "-c", code, "predict", str(folder), "--checkpoint", str(tmp_path / "m.onnx"),
+    result = subprocess.run([sys.executable, "-c", code, "predict", str(folder), "--checkpoint", str(onnx_file),
                              "--out", str(tmp_path / "onnx")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     torch_rows, onnx_rows = read_summary(tmp_path / "torch" / "summary.csv"), read_summary(tmp_path / "onnx" / "summary.csv")
@@ -148,7 +147,7 @@ def test_onnx_predict_equals_checkpoint_predict_without_torch(trained_root, tmp_
         # Pillow's and torchvision's antialiased resize differ by one grey level on rare pixels
         assert float(onnx_rows[name]["cloud_fraction"]) == pytest.approx(float(torch_rows[name]["cloud_fraction"]), abs=2e-3)
     assert same / total >= 0.999
-    tiled = run_cli("predict", folder, "--checkpoint", tmp_path / "m.onnx", "--out", tmp_path / "onnx_tiled", "--tile", "32")
+    tiled = run_cli("predict", folder, "--checkpoint", onnx_file, "--out", tmp_path / "onnx_tiled", "--tile", "32")
     assert tiled.returncode == 0, tiled.stderr  # a 32 px model: one 32 px tile is the whole input
     for name in onnx_rows:
         mask = name.rsplit(".", 1)[0] + ".png"

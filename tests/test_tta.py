@@ -10,7 +10,6 @@ from PIL import Image
 from conftest import VALID_SIZES
 from segtrain.cli import main
 from segtrain.data.synthetic import sky_sample
-from segtrain.use.export import export
 from segtrain.use.exported import ExportedPredictor
 from segtrain.use.trained import TorchPredictor, load_trained
 
@@ -38,9 +37,8 @@ def test_checkpoint_tta_is_the_average_over_flips(trained_root):
     assert_flip_average(TorchPredictor(trained), TorchPredictor(trained, tta=True))
 
 
-def test_exported_tta_is_the_average_over_flips(trained_root, tmp_path):
-    path = tmp_path / "m.onnx"
-    export(trained_root / CKPT, "onnx", path)
+def test_exported_tta_is_the_average_over_flips(trained_export):
+    path = trained_export("onnx")
     assert_flip_average(ExportedPredictor(path), ExportedPredictor(path, tta=True))
 
 
