@@ -68,7 +68,7 @@ class TrainedModel:
             "input_kind": "raw" if raw_input else "normalized",
             "input": expects,
             "output": "float32 logits NCHW at the input's size; resize bilinearly to the image's size, then argmax",
-            "config": self.config,
+            "config": dict(self.config),  # a plan (config/plan.py) or a checkpoint's config
         }
 
 
