@@ -29,6 +29,11 @@ from segtrain.outputs.visualize import write_visualization
 
 UNLABELED_WINDOW = 100  # iterations whose unlabeled loss and confident share the report averages
 RECHECK_TOP = 10  # pairs in the report's "Labels to re-check"
+# curves.png is drawn at a validation once this many seconds of the run's clock have passed since
+# this command's first validation or the last drawing, and always when the run ends or stops:
+# drawing it costs a third of a second or more (about half of a tiny run, BENCHMARKS.md section
+# 16), and the validations of a real run are further apart.
+CURVES_EVERY_S = 30.0
 RECHECK_MAX_PAIRS = 5000  # above this, ranking every pair at the end of training costs too long: run segtrain audit
 
 
@@ -68,6 +73,8 @@ class RunOutputs:
         self.best: Validation | None = None
         self.drawn: tuple | None = None  # the latest report's (iteration, latest validation, tile)
         self.curves: tuple[int, Path] | None = None  # (log rows it shows, curves.png) as last drawn
+        self.curves_elapsed: float | None = None  # the run's clock at the last drawing (or first validation)
+        self.validated_rows = 0  # log rows as of the latest validation
         self.recheck: list[dict] | None = None
         self.drawing_failed = False
         self.tensorboard = None
@@ -133,7 +140,13 @@ class RunOutputs:
         latest = Validation(iteration, result)
         if is_best:
             self.best = latest
-        self._draw(iteration, latest, viz if tile is not None else None)
+        self.validated_rows = self.writer.rows
+        if self.curves_elapsed is None:
+            self.curves_elapsed = elapsed
+        due = elapsed - self.curves_elapsed >= CURVES_EVERY_S
+        if due:
+            self.curves_elapsed = elapsed
+        self._draw(iteration, latest, viz if tile is not None else None, redraw_curves=due)
         if self.tensorboard is not None:
             self.tensorboard.validation(iteration, result, tile)
         if self.mlflow is not None:
@@ -148,9 +161,16 @@ class RunOutputs:
         if self.reporter.bar is not None:
             self.reporter.bar.total = max_iteration
 
+    def pictures_current(self) -> None:
+        """curves.png and report.html as of the latest validation, where it kept an older curves.png
+        (CURVES_EVERY_S): when the run ends or stops."""
+        if self.drawn is not None and (self.curves is None or self.curves[0] != self.validated_rows):
+            self._draw(*self.drawn)
+
     def done(self, best_mean_iu: float, audit: Callable[[Path, int], list] | None = None) -> None:
         """audit(folder, top): the rows of `segtrain audit` of the best weights written into folder
         (use/audit.py), for the report's "Labels to re-check"."""
+        self.pictures_current()
         if audit is not None and (self.out_dir / BEST_NAME).is_file() and recheck_pairs(self.spec):
             try:
                 rows = audit(self.out_dir / "audit", RECHECK_TOP)[:RECHECK_TOP]
@@ -168,15 +188,15 @@ class RunOutputs:
         if self.mlflow is not None:
             self.mlflow.done()
 
-    def _draw(self, iteration: int, latest: Validation, viz: Path | None) -> None:
+    def _draw(self, iteration: int, latest: Validation, viz: Path | None, redraw_curves: bool = True) -> None:
         self.drawn = (iteration, latest, viz)
         try:
-            if self.curves is None or self.curves[0] != self.writer.rows:
+            if redraw_curves and (self.curves is None or self.curves[0] != self.writer.rows):
                 # Only when the log grew: the report at the end of the run (its labels to re-check)
                 # follows the last validation's, whose curves are current; drawing is most of a report's cost.
                 self.curves = (self.writer.rows, draw_curves(read_log(self.out_dir / "log.csv"),
                                                              self.out_dir / "curves.png", self.out_dir.name))
-            curves = self.curves[1]
+            curves = self.curves[1] if self.curves is not None else None  # "not written yet"
             write_report(self.out_dir / "report.html", ReportData(
                 run_name=self.out_dir.name, config=self.cfg, class_names=self.spec.class_names,
                 class_colors=self.colors, dataset=dataset_summary(self.spec), iteration=iteration,
@@ -216,6 +236,9 @@ class NoOutputs:
         pass
 
     def planned(self, *args) -> None:
+        pass
+
+    def pictures_current(self) -> None:
         pass
 
     def done(self, *args) -> None:

@@ -144,6 +144,7 @@ def stop(run: TrainingRun, outputs, signum: int | None, stop_after: int | None) 
     p = run.progress
     if p.iteration > run.start_iteration or run.resumed_from is None:
         outputs.save_checkpoint(run.checkpoint)
+    outputs.pictures_current()
     hint = resume_hint(run.root, outputs.checkpoint_path, run.plan) if outputs.checkpoint_path else ""
     at = f"at iteration {p.iteration}/{run.schedule.max_iteration}"
     if signum:
