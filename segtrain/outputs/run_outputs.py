@@ -107,12 +107,11 @@ class RunOutputs:
     def schedule_note(self) -> list[str]:
         """The run's length when a time budget planned it: the configuration below shows the plan,
         in which the budget left max_iteration and interval_validate to it."""
-        record = self.schedule.time_plan
-        if record is None or "planned_at" not in record:
+        if not self.schedule.planned:
             return []
         return [f"schedule: {self.schedule.max_iteration} iterations, validation every "
                 f"{self.schedule.interval_validate}, planned by time_budget {self.cfg['time_budget']!r} from the "
-                f"measured speed ({1 / record['seconds_per_step']:.3g} it/s)"]
+                f"measured speed ({1 / self.schedule.time_plan['seconds_per_step']:.3g} it/s)"]
 
     def unlabeled_note(self) -> list[str]:
         if self.unlabeled is None:

@@ -43,6 +43,8 @@ VALIDATION_SHARE = 0.2
 # (BENCHMARKS.md, section 11).
 AUDIT_COST = 2.0
 AUDIT_SHARE = 0.25
+
+
 def resumed_schedule(plan, ckpt: dict, log=print) -> Schedule:
     """A resumed run's schedule. Without a budget, the plan's (a larger max_iteration extends the
     run). With one, the checkpoint's schedule when its budget planned it for these seconds: the run
@@ -53,9 +55,9 @@ def resumed_schedule(plan, ckpt: dict, log=print) -> Schedule:
         return fresh
     saved = Schedule.saved(ckpt)
     saved_budget = ckpt.get("config", {}).get("time_budget")
-    if saved.time_plan is not None and saved.planned and budget_seconds(saved_budget) == plan.budget_seconds:
+    if saved.planned and budget_seconds(saved_budget) == plan.budget_seconds:
         return saved
-    if saved.time_plan is not None and saved.planned:
+    if saved.planned:
         log(f"time_budget: was {saved_budget!r}, now {plan['time_budget']!r}: planning the rest again.")
     return saved.continued_at(ckpt["iteration"], fresh)
 
@@ -134,7 +136,7 @@ class TimeBudget:
         audited_before = record.get("audit")
         record["audit"] = audit <= AUDIT_SHARE * self.seconds
         reserve = report + (audit if record["audit"] else 0.0)
-        first = "planned_at" not in record
+        first = not schedule.planned
         pending = self.run.progress.validated != now  # the first plan comes between validations
         interval = None if first and not record["interval_given"] else schedule.interval_validate
         left = self.seconds - spent - reserve

@@ -104,7 +104,7 @@ def read_resumable(path: Path, plan) -> dict:
                 "resuming from the older file would drop the later log.csv rows and replace that checkpoint. "
                 f"Resume from {latest} instead, or start a new run with {path.name} as \"pretrained_net\"."
             )
-    if plan["time_budget"] is None and ckpt["iteration"] > plan["max_iteration"]:
+    if plan.budget_seconds is None and ckpt["iteration"] > plan["max_iteration"]:
         raise CheckpointError(
             f"{path}: is at iteration {ckpt['iteration']}, past max_iteration {plan['max_iteration']}. "
             f"Set max_iteration to at least {ckpt['iteration']} (e.g. --set max_iteration={ckpt['iteration']})."

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
+from segtrain.config.plan import Plan
+
 # max_iteration and interval_validate of a budget's schedule before its first plan: far beyond any
 # calibration, so the loop neither ends nor validates early and the poly decay stays at its start.
 UNPLANNED = 10**9
@@ -36,10 +38,10 @@ class Schedule:
     time_plan: dict[str, Any] | None = field(default=None)
 
     @classmethod
-    def of_plan(cls, plan: Mapping[str, Any]) -> Schedule:
+    def of_plan(cls, plan: Plan) -> Schedule:
         """The schedule a new run starts with. A budget plans max_iteration, and interval_validate
         unless the config sets it; its record says which of them the config set."""
-        if plan["time_budget"] is None:
+        if plan.budget_seconds is None:
             return cls(plan["lr_schedule"], plan["max_iteration"], plan["interval_validate"])
         return cls(plan["lr_schedule"], UNPLANNED, plan["interval_validate"] or UNPLANNED,
                    time_plan={"replaced_max_iteration": plan["max_iteration"],
@@ -66,8 +68,8 @@ class Schedule:
 
     @property
     def planned(self) -> bool:
-        """Whether a budget has planned this schedule (always, without a budget)."""
-        return self.time_plan is None or "planned_at" in self.time_plan
+        """Whether a time budget has planned this schedule (never, without a budget)."""
+        return self.time_plan is not None and "planned_at" in self.time_plan
 
     def factor(self, it: int) -> float:
         """The lr's factor at iteration `it`: LambdaLR reads it at every step."""
